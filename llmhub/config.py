@@ -1,0 +1,233 @@
+"""The typed run configuration: one tree of dataclasses with defaults and one-line help.
+
+Every leaf name is unique across sections, so each leaf is also a flat command-line flag
+(`--lora_r 16`) and a dotted override (`method.lora_r=16`). Unknown keys fail loudly, and the
+resolved config written beside every experiment can be fed back with `--config`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import HubError
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelConfig:
+    pretrained_ckpt: str = _f("google/flan-t5-large", "registry short name, hub id or local folder")
+    family: str | None = _f(None, "seq2seq | causal | encoder; inferred from the model when unset")
+    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+
+
+@dataclass
+class MethodConfig:
+    method: str = _f("lora", "lora | qlora | prefix | prompt | ia3 | full")
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA scaling alpha")
+    lora_dropout: float = _f(0.1, "dropout on the LoRA branch (also prefix projection dropout)")
+    target_modules: list[str] | None = _f(None, "modules to adapt; default: per-architecture table")
+    num_virtual_tokens: int = _f(20, "virtual tokens for prefix / prompt tuning")
+    prefix_projection: bool = _f(False, "prefix tuning: reparameterise the prefix through an MLP")
+
+
+@dataclass
+class DataConfig:
+    task: str = _f("summarization", "classification | summarization | dialogsum | custom")
+    data_dir: str = _f("data", "folder in the layout written by `llmhub prepare-data`")
+    train_file: str | None = _f(None, "custom task: JSONL or CSV training file")
+    test_file: str | None = _f(None, "custom task: JSONL or CSV test file")
+    input_column: str = _f("input", "custom task: column holding the input text")
+    target_column: str = _f("target", "custom task: column holding the target text or label")
+    kind: str = _f("generation", "custom task: classification | generation")
+    clean: str = _f("raw", "20 Newsgroups text: raw | strip (headers, footers, quotes removed)")
+    train_sample_fraction: float = _f(1.0, "share of the train split, 0 < F <= 1 (stratified)")
+    train_samples: int | None = _f(None, "exact number of train examples (overrides the fraction)")
+    test_samples: int | None = _f(None, "evaluate on the first N test examples (default: all)")
+    max_source_length: int = _f(512, "tokens kept of each input (prompt included)")
+    max_target_length: int = _f(128, "tokens kept of each target")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = _f(5.0, "training epochs")
+    learning_rate: float = _f(1e-3, "peak learning rate (Prodigy: use 1.0)")
+    batch_size: int = _f(8, "examples per device per step")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    optimizer: str = _f("adamw", "adamw | prodigy")
+    lr_scheduler: str = _f("constant", "transformers scheduler name, e.g. constant, linear, cosine")
+    warmup_ratio: float = _f(0.0, "share of steps spent warming up")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run all epochs)")
+    seed: int = _f(42, "seed for sampling, adapter initialisation and data order")
+    group_by_length: bool = _f(True, "batch examples of similar length together")
+    save_steps: int = _f(200, "checkpoint every N steps, for --resume")
+    logging_steps: int = _f(10, "log the loss every N steps")
+    cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)")
+
+
+@dataclass
+class EvalConfig:
+    eval_batch_size: int = _f(16, "examples per generation batch")
+    max_new_tokens: int | None = _f(None, "tokens generated per example (default: per task)")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = _f("experiments/run", "experiment directory")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: Path) -> None:
+        from .results import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS = {"model": ModelConfig, "method": MethodConfig, "data": DataConfig,
+            "train": TrainConfig, "eval": EvalConfig}
+
+
+def leaf_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """Leaf name -> (section or None for top level, field)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out[f.name] = (section, f)
+    out["output_dir"] = (None, next(f for f in dataclasses.fields(RunConfig) if f.name == "output_dir"))
+    return out
+
+
+def _coerce(key: str, value, t):
+    """Check/convert one value against a field's (resolved) type; raise HubError naming the key."""
+    args = typing.get_args(t)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise HubError(f"config key '{key}' cannot be null")
+    base = next((a for a in args if a is not type(None)), t) if args and optional else t
+    origin = typing.get_origin(base)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise HubError(f"config key '{key}' must be a list of strings, got {value!r}")
+        return value
+    if base is bool:
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise HubError(f"config key '{key}' must be true/false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise HubError(f"config key '{key}' must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise HubError(f"config key '{key}' must be an integer, got {value!r}") from None
+    if base is float:
+        if isinstance(value, bool):
+            raise HubError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise HubError(f"config key '{key}' must be a number, got {value!r}") from None
+    if base is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise HubError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def flatten(overrides: dict) -> dict[str, object]:
+    """Nested ({"method": {"lora_r": 4}}), dotted ("method.lora_r") or flat ("lora_r") -> flat."""
+    leaves = leaf_fields()
+    flat: dict[str, object] = {}
+    for key, value in overrides.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for k, v in value.items():
+                flat.update(flatten({f"{key}.{k}": v}))
+            continue
+        name = key.split(".")[-1]
+        section = key.split(".")[0] if "." in key else None
+        if name not in leaves or (section is not None and leaves[name][0] != section):
+            valid = ", ".join(sorted(leaves))
+            raise HubError(f"unknown config key '{key}'; valid keys: {valid}")
+        flat[name] = value
+    return flat
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
+    """Return a copy of cfg with overrides merged at every depth (unmentioned keys keep their value)."""
+    cfg = RunConfig(**{k: (dataclasses.replace(v) if dataclasses.is_dataclass(v) else v)
+                       for k, v in vars(cfg).items()})
+    leaves = leaf_fields()
+    hints = {s: typing.get_type_hints(c) for s, c in SECTIONS.items()}
+    for name, value in flatten(overrides).items():
+        section, f = leaves[name]
+        if section is None:
+            setattr(cfg, name, _coerce(name, value, str))
+        else:
+            setattr(getattr(cfg, section), name, _coerce(name, value, hints[section][name]))
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise HubError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise HubError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+def add_flags(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """One flag per config leaf; the help text comes from the dataclass field."""
+    parser.add_argument("--config", help="YAML config to start from (e.g. a run's config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set method.lora_r=16")
+    base = apply_overrides(RunConfig(), defaults or {})
+    for name, (section, f) in leaf_fields().items():
+        current = getattr(getattr(base, section), name) if section else getattr(base, name)
+        parser.add_argument(f"--{name}", dest=f"cfg__{name}", default=argparse.SUPPRESS,
+                            metavar=name.upper(),
+                            help=f"{f.metadata.get('help', '')} (default: {current})")
+
+
+def from_args(args: argparse.Namespace, defaults: dict | None = None) -> RunConfig:
+    """Defaults of the script, then --config, then flags, then --set."""
+    cfg = apply_overrides(RunConfig(), defaults or {})
+    if getattr(args, "config", None):
+        cfg = apply_overrides(cfg, load_yaml(args.config))
+    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__")}
+    cfg = apply_overrides(cfg, flags)
+    sets = {}
+    for item in getattr(args, "set", []) or []:
+        if "=" not in item:
+            raise HubError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        sets[k] = yaml.safe_load(v)
+    return apply_overrides(cfg, sets)

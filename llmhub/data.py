@@ -1,0 +1,214 @@
+"""Tasks and their data: read local JSONL/CSV, validate columns, clean, sample reproducibly.
+
+Every task yields rows of {"id", "input", "target"} where `target` is a label (classification) or
+a reference text, and test rows may carry `references` (several references per input, DialogSum).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import HubError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    kind: str  # "classification" | "generation"
+    folder: str | None
+    train: str | None
+    test: str | None
+    input_column: str
+    target_column: str
+    id_column: str | None
+    max_new_tokens: int  # generation budget at evaluation
+
+
+TASKS = {
+    "classification": TaskSpec("classification", "newsgroups", "train.jsonl.gz", "test.jsonl",
+                               "text", "label", None, 10),
+    "summarization": TaskSpec("generation", "samsum", "train.jsonl", "test.jsonl",
+                              "dialogue", "summary", "id", 60),
+    "dialogsum": TaskSpec("generation", "dialogsum", "train.jsonl", "test.jsonl",
+                          "dialogue", "summary", "id", 60),
+}
+TASK_NAMES = [*TASKS, "custom"]
+
+
+def task_spec(data_cfg) -> TaskSpec:
+    """The spec of the configured task (custom tasks take their columns from the config)."""
+    if data_cfg.task == "custom":
+        if data_cfg.kind not in ("classification", "generation"):
+            raise HubError(f"unknown custom task kind '{data_cfg.kind}'; allowed: classification, generation")
+        if not data_cfg.train_file or not data_cfg.test_file:
+            raise HubError("task 'custom' needs --train_file and --test_file")
+        return TaskSpec(data_cfg.kind, None, data_cfg.train_file, data_cfg.test_file,
+                        data_cfg.input_column, data_cfg.target_column, None,
+                        10 if data_cfg.kind == "classification" else 128)
+    if data_cfg.task not in TASKS:
+        raise HubError(f"unknown task '{data_cfg.task}'; allowed: {', '.join(TASK_NAMES)}")
+    return TASKS[data_cfg.task]
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Read JSONL (optionally .gz) or CSV; a malformed line is reported with file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubError(f"data file not found: {path}")
+    rows = []
+    with _open_text(path) as fh:
+        if ".csv" in path.suffixes:
+            return [dict(r) for r in csv.DictReader(fh)]
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise HubError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise HubError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
+    name = spec.train if split == "train" else spec.test
+    if spec.folder is None:
+        return Path(name)
+    root = Path(data_cfg.data_dir)
+    if not root.is_dir():
+        raise HubError(f"data directory not found: {root} (run `python -m llmhub prepare-data --data_dir {root}`)")
+    return root / spec.folder / name
+
+
+def clean_newsgroup(text: str) -> str:
+    """Strip headers, signature footer and quoted replies, as scikit-learn's `remove=` option does."""
+    from sklearn.datasets._twenty_newsgroups import (
+        strip_newsgroup_footer, strip_newsgroup_header, strip_newsgroup_quoting)
+
+    return strip_newsgroup_quoting(strip_newsgroup_footer(strip_newsgroup_header(text))).strip()
+
+
+def load_split(data_cfg, split: str) -> list[dict]:
+    """Rows {"id", "input", "target"[, "references"]} of one split, cleaned, not yet sampled."""
+    spec = task_spec(data_cfg)
+    path = _split_path(data_cfg, spec, split)
+    records = read_records(path)
+    if data_cfg.clean not in ("raw", "strip"):
+        raise HubError(f"unknown clean mode '{data_cfg.clean}'; allowed: raw, strip")
+    rows = []
+    for i, rec in enumerate(records):
+        for col in (spec.input_column, spec.target_column):
+            if col not in rec:
+                raise HubError(f"{path}: row {i + 1} has no column '{col}' (columns: {', '.join(rec)})")
+        text, target = str(rec[spec.input_column]), str(rec[spec.target_column])
+        if data_cfg.task == "classification" and data_cfg.clean == "strip":
+            text = clean_newsgroup(text)
+            if not text:  # posts that were only headers/quotes carry nothing to classify
+                continue
+        rid = str(rec[spec.id_column]) if spec.id_column and spec.id_column in rec else str(i)
+        rows.append({"id": rid, "input": text, "target": target})
+    if split == "test" and data_cfg.task == "dialogsum":
+        rows = group_references(rows)
+    return rows
+
+
+def group_references(rows: list[dict]) -> list[dict]:
+    """DialogSum's test split repeats each dialogue as `test_N_1..3`: one row, all references."""
+    grouped: dict[str, dict] = {}
+    for row in rows:
+        base = row["id"].rsplit("_", 1)[0] if row["id"].count("_") >= 2 else row["id"]
+        if base not in grouped:
+            grouped[base] = {"id": base, "input": row["input"], "target": row["target"], "references": []}
+        grouped[base]["references"].append(row["target"])
+    return list(grouped.values())
+
+
+def sample_count(n_total: int, fraction: float) -> int:
+    """floor(F * N): 2.5 % of the 10,664 cleaned posts is 266, 100 % is all of them."""
+    if not 0 < fraction <= 1:
+        raise HubError(f"train_sample_fraction must be in (0, 1], got {fraction}")
+    return n_total if fraction == 1 else math.floor(fraction * n_total)
+
+
+def sample_rows(rows: list[dict], n: int, seed: int, stratify: bool) -> list[dict]:
+    """Exactly n rows, seeded; stratified by target for classification."""
+    if n >= len(rows):
+        return list(rows)
+    if n <= 0:
+        raise HubError("the train split is empty after sampling; raise --train_samples or the fraction")
+    from sklearn.model_selection import train_test_split
+
+    labels = [r["target"] for r in rows]
+    try:
+        picked, _ = train_test_split(rows, train_size=n, random_state=seed,
+                                     stratify=labels if stratify else None)
+    except ValueError:  # fewer rows than classes: stratification impossible, fall back to random
+        picked, _ = train_test_split(rows, train_size=n, random_state=seed)
+    return picked
+
+
+def load_task(data_cfg, seed: int, splits=("train", "test")) -> dict[str, list[dict]]:
+    """The sampled train split and the (optionally truncated) test split of the configured task."""
+    spec = task_spec(data_cfg)
+    out = {}
+    if "train" in splits:
+        train = load_split(data_cfg, "train")
+        if data_cfg.train_samples is not None:
+            n = data_cfg.train_samples
+            if n <= 0:
+                raise HubError(f"train_samples must be positive, got {n}")
+        else:
+            n = sample_count(len(train), data_cfg.train_sample_fraction)
+        train = sample_rows(train, n, seed, stratify=spec.kind == "classification")
+        if not train:
+            raise HubError(f"the train split of task '{data_cfg.task}' is empty after sampling")
+        out["train"] = train
+    if "test" in splits:
+        test = load_split(data_cfg, "test")
+        if data_cfg.test_samples is not None:
+            test = test[: data_cfg.test_samples]
+        if not test:
+            raise HubError(f"the test split of task '{data_cfg.task}' is empty")
+        out["test"] = test
+    return out
+
+
+def label_set(rows: list[dict]) -> list[str]:
+    return sorted({r["target"] for r in rows})
+
+
+def prepare_data(data_dir: str | Path) -> None:
+    """Fill data_dir from the Hugging Face hub (needs network): newsgroups, samsum, dialogsum."""
+    from datasets import load_dataset
+
+    root = Path(data_dir)
+    from .results import atomic_write_text
+
+    def dump(rows, path: Path, gz: bool = False):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if gz:
+            tmp = path.with_suffix(".tmp")
+            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+                fh.write(text)
+            tmp.replace(path)
+        else:
+            atomic_write_text(path, text)
+
+    ng = load_dataset("SetFit/20_newsgroups")
+    for split, name, gz in (("train", "train.jsonl.gz", True), ("test", "test.jsonl", False)):
+        dump([{"text": r["text"], "label": r["label_text"]} for r in ng[split]], root / "newsgroups" / name, gz)
+    for repo, folder in (("knkarthick/samsum", "samsum"), ("knkarthick/dialogsum", "dialogsum")):
+        ds = load_dataset(repo)
+        for split in ("train", "validation", "test"):
+            cols = ["id", "dialogue", "summary"] + (["topic"] if folder == "dialogsum" else [])
+            dump([{c: r.get(c) for c in cols} for r in ds[split]], root / folder / f"{split}.jsonl")

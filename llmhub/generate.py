@@ -1,0 +1,77 @@
+"""Batched, greedy (deterministic) prediction for every family, shared by evaluation and the server.
+
+Prompts are sorted by length so each batch carries little padding; causal batches are padded on
+the left so every row's new tokens start at the same position, and only those new tokens are
+decoded (never "strip the prompt by character count").
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from . import prompts
+
+
+def fit_input(tokenizer, text: str, budget: int) -> str:
+    """Shorten `text` to at most `budget` tokens, so a template around it is never cut."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= budget:
+        return text
+    return tokenizer.decode(ids[: max(budget, 1)], skip_special_tokens=True)
+
+
+def template_overhead(tokenizer, style: str, kind: str) -> int:
+    """Tokens the fine-tuning template adds around the input (plus BOS/EOS)."""
+    return len(tokenizer(prompts.render(style, kind, ""))["input_ids"]) + 2
+
+
+def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source_length: int) -> list[str]:
+    """Fine-tuning prompts for raw inputs, with each input shortened to fit max_source_length."""
+    budget = max_source_length - template_overhead(tokenizer, style, kind)
+    return [prompts.render(style, kind, fit_input(tokenizer, t, budget)) for t in texts]
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tokens: int,
+             batch_size: int = 16, max_source_length: int = 1024, progress: bool = True) -> list[str]:
+    """Greedy completions of prompts, in input order."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]), reverse=True)
+    out: list[str] = [""] * len(prompt_texts)
+    bar = tqdm(total=len(order), desc="generate", unit="ex", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True,
+                        truncation=True, max_length=max_source_length).to(device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=tokenizer.pad_token_id)
+        if family == "causal":
+            gen = gen[:, enc["input_ids"].shape[1]:]
+        for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True)):
+            out[i] = prompts.clean_generation(text)
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+@torch.inference_mode()
+def classify(model, tokenizer, texts: list[str], batch_size: int = 32, max_source_length: int = 512,
+             progress: bool = True) -> list[str]:
+    """Encoder classifiers: the arg-max label of each text."""
+    model.eval()
+    device = next(model.parameters()).device
+    id2label = model.config.id2label
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    out: list[str] = [""] * len(texts)
+    bar = tqdm(total=len(order), desc="classify", unit="ex", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_source_length).to(device)
+        logits = model(**enc).logits
+        for i, k in zip(idx, logits.argmax(-1).tolist()):
+            out[i] = id2label[k]
+        bar.update(len(idx))
+    bar.close()
+    return out

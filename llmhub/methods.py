@@ -1,0 +1,73 @@
+"""A method is configuration: one function turns `method.*` into a trainable model.
+
+QLoRA is LoRA on a 4-bit nf4 base (quantisation happens at load time, see models.load_base_model).
+"""
+from __future__ import annotations
+
+from .errors import HubError
+from .models import IA3_TARGETS, default_lora_targets
+
+METHODS = ("lora", "qlora", "prefix", "prompt", "ia3", "full")
+
+
+def check_method(name: str) -> None:
+    if name not in METHODS:
+        raise HubError(f"unknown method '{name}'; allowed: {', '.join(METHODS)}")
+
+
+def task_type(family: str):
+    from peft import TaskType
+
+    return {"seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM,
+            "encoder": TaskType.SEQ_CLS}[family]
+
+
+def peft_config(method_cfg, model_config, family: str):
+    """The peft config of a method, or None for full fine-tuning."""
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig
+
+    m = method_cfg.method
+    check_method(m)
+    tt = task_type(family)
+    if m in ("lora", "qlora"):
+        targets = method_cfg.target_modules or default_lora_targets(model_config)
+        return LoraConfig(task_type=tt, r=method_cfg.lora_r, lora_alpha=method_cfg.lora_alpha,
+                          lora_dropout=method_cfg.lora_dropout, target_modules=targets)
+    if m == "ia3":
+        if method_cfg.target_modules:
+            targets, ff = method_cfg.target_modules, []
+        elif model_config.model_type in IA3_TARGETS:
+            targets, ff = IA3_TARGETS[model_config.model_type]
+        else:
+            raise HubError(f"no default IA3 targets for architecture '{model_config.model_type}'; "
+                           "pass them with --target_modules")
+        return IA3Config(task_type=tt, target_modules=targets, feedforward_modules=ff)
+    if m == "prefix":
+        return PrefixTuningConfig(task_type=tt, num_virtual_tokens=method_cfg.num_virtual_tokens,
+                                  prefix_projection=method_cfg.prefix_projection)
+    if m == "prompt":
+        return PromptTuningConfig(task_type=tt, num_virtual_tokens=method_cfg.num_virtual_tokens)
+    return None
+
+
+def wrap(model, method_cfg, family: str):
+    """Attach the method's trainable parameters to a freshly loaded base model."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    cfg = peft_config(method_cfg, model.config, family)
+    if cfg is None:
+        return model
+    if method_cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, cfg)
+    if family == "encoder":  # the new classification head trains with every method
+        for name, p in model.named_parameters():
+            if "classifier" in name or "score" in name:
+                p.requires_grad = True
+    return model
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

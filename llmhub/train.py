@@ -1,0 +1,115 @@
+"""Tokenise with dynamic padding and fit with the transformers Trainer (progress, checkpoints, resume).
+
+No example is padded to the dataset's maximum: the collator pads each batch to its own longest
+row, and length-grouped sampling keeps rows of similar length together.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import HubError
+from .generate import build_prompts
+from .results import peak_memory_mb
+
+
+def tokenize_rows(rows: list[dict], tokenizer, family: str, style: str, kind: str, data_cfg,
+                  label2id: dict[str, int] | None = None) -> list[dict]:
+    """Model inputs per row; causal labels are -100 on the prompt so only the answer is learned."""
+    texts = [r["input"] for r in rows]
+    if family == "encoder":
+        enc = tokenizer(texts, truncation=True, max_length=data_cfg.max_source_length)
+        return [{"input_ids": ids, "attention_mask": am, "labels": label2id[r["target"]]}
+                for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
+    prompt_texts = build_prompts(tokenizer, style, kind, texts, data_cfg.max_source_length)
+    enc = tokenizer(prompt_texts, truncation=True, max_length=data_cfg.max_source_length)
+    targets = tokenizer([r["target"] for r in rows], add_special_tokens=family == "seq2seq",
+                        truncation=True, max_length=data_cfg.max_target_length)["input_ids"]
+    out = []
+    for ids, target in zip(enc["input_ids"], targets):
+        if family == "seq2seq":
+            out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": target})
+        else:
+            answer = target + [tokenizer.eos_token_id]
+            out.append({"input_ids": ids + answer, "attention_mask": [1] * (len(ids) + len(answer)),
+                        "labels": [-100] * len(ids) + answer})
+    return out
+
+
+def real_tokens(features: list[dict]) -> int:
+    """Non-pad tokens the model reads per epoch (encoder inputs plus decoder targets)."""
+    n = sum(len(f["input_ids"]) for f in features)
+    if features and isinstance(features[0]["labels"], list) and len(features[0]["labels"]) != len(
+            features[0]["input_ids"]):
+        n += sum(len(f["labels"]) for f in features)
+    return n
+
+
+def collator(tokenizer, family: str, model=None):
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    if family == "encoder":
+        return DataCollatorWithPadding(tokenizer)
+    return DataCollatorForSeq2Seq(tokenizer, model=model if family == "seq2seq" else None,
+                                  label_pad_token_id=-100, padding=True)
+
+
+def build_optimizer(model, train_cfg):
+    """None lets the Trainer build AdamW; Prodigy (prodigyopt) adapts its own step size."""
+    if train_cfg.optimizer == "adamw":
+        return None
+    if train_cfg.optimizer == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise HubError("optimizer 'prodigy' needs the package prodigyopt (pip install prodigyopt)") from None
+        params = [p for p in model.parameters() if p.requires_grad]
+        return Prodigy(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    raise HubError(f"unknown optimizer '{train_cfg.optimizer}'; allowed: adamw, prodigy")
+
+
+def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
+        resume: bool) -> dict:
+    """Train; return wall seconds, steps, real tokens per second and peak memory."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    t = cfg.train
+    quantized = getattr(model, "is_loaded_in_4bit", False) or cfg.method.method == "qlora"
+    optim = "paged_adamw_32bit" if quantized and torch.cuda.is_available() else "adamw_torch"
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
+        seed=t.seed, data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() and model.dtype == torch.bfloat16,
+    )
+    tokenizer.padding_side = "right"  # training pads on the right; generation switches to left
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(features),
+                      data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
+                      optimizers=(build_optimizer(model, t), None))
+    last = None
+    if resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - start
+    steps = output.global_step
+    examples_seen = steps * t.batch_size * t.grad_accum * trainer.args.world_size
+    tokens = real_tokens(features) * examples_seen / len(features)
+    return {"seconds": seconds, "steps": steps, "train_loss": output.training_loss,
+            "examples": len(features), "real_tokens": int(tokens),
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "peak_memory_mb": peak_memory_mb(), "resumed_from": last,
+            "loss_log": [e for e in trainer.state.log_history if "loss" in e],
+            "is_main_process": trainer.args.process_index == 0}

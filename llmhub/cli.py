@@ -1,6 +1,6 @@
 """`python -m llmhub <command>`; the per-model scripts call the same functions, so they never drift.
 
-Commands: train, evaluate, prepare-data, demo, models.
+Commands: train, evaluate, baseline, prepare-data, demo, models.
 """
 from __future__ import annotations
 
@@ -58,6 +58,29 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
 
 
+def _baseline_parser(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    config_mod.add_flags(parser, defaults)
+    parser.add_argument("--prompt", choices=["zero-shot", "few-shot"], default="zero-shot",
+                        help="zero-shot: instructions only; few-shot: plus one example per class / two dialogues")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir")
+
+
+def cmd_baseline(args, defaults: dict) -> None:
+    from .baseline import run_baseline
+
+    cfg = config_mod.from_args(args, defaults)
+    print(f"config: {json.dumps(cfg.to_dict())}", file=sys.stderr)
+    _print_summary(run_baseline(cfg, args.prompt, overwrite=args.overwrite))
+
+
+def _pre_args(task: str | None, argv: list[str] | None = None) -> argparse.Namespace:
+    """--task and --prompt read ahead of the full parse: they choose the defaults the flags start from."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", default=task or "classification")
+    pre.add_argument("--prompt", default="zero-shot")
+    return pre.parse_known_args(argv)[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .recipes import RECIPES
 
@@ -69,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder whose defaults to start from (flags override them)")
     _train_parser(p, {})
     _evaluate_parser(sub.add_parser("evaluate", help="evaluate a trained experiment directory"))
+    p = sub.add_parser("baseline", help="zero-/few-shot evaluation of a base model (no adapter)")
+    p.add_argument("--model", default=None, choices=list(RECIPES),
+                   help="model folder whose defaults to start from (flags override them)")
+    _baseline_parser(p, {})
     p = sub.add_parser("prepare-data", help="download the datasets from the hub into a data folder")
     p.add_argument("--data_dir", default="data")
     p = sub.add_parser("demo", help="LoRA on SmolLM2-135M with SAMSum: zero-shot vs fine-tuned ROUGE")
@@ -105,6 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             cmd_train(args, defaults(args.model, task) if args.model else {})
         elif args.command == "evaluate":
             cmd_evaluate(args)
+        elif args.command == "baseline":
+            from .baseline import folder_defaults
+
+            pre = _pre_args(None, argv)
+            cmd_baseline(args, folder_defaults(args.model, pre.task, pre.prompt))
         elif args.command == "prepare-data":
             from .data import prepare_data
 
@@ -131,6 +163,17 @@ def script(model: str, task: str, action: str = "train") -> None:
         _evaluate_parser(parser)
         args = parser.parse_args()
         run(lambda: cmd_evaluate(args))
+        return
+    if action == "baseline":
+        from .baseline import folder_defaults
+
+        pre = _pre_args(task)
+        over = folder_defaults(model, pre.task, pre.prompt)
+        parser = argparse.ArgumentParser(description=f"Zero-/few-shot baseline of the {model} base model "
+                                                     "(no adapter). Every config key is a flag.")
+        _baseline_parser(parser, over)
+        args = parser.parse_args()
+        run(lambda: cmd_baseline(args, over))
         return
     parser = argparse.ArgumentParser(description=f"Fine-tune {model} on the {task} task and evaluate it. "
                                                  "Every config key is a flag; defaults shown are this folder's.")

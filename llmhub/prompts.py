@@ -46,6 +46,35 @@ def render(style: str, kind: str, text: str, mode: str = "finetune",
     return head + shots + prompt
 
 
+FEW_SHOT_SUMMARIES = 2  # few-shot summarization shows two example dialogues with their summaries
+
+
+def select_examples(rows: list[dict], kind: str, labels: list[str], seed: int) -> list[dict]:
+    """Few-shot examples from training rows, chosen deterministically: one per class, in label
+    order, for classification; FEW_SHOT_SUMMARIES rows for generation.
+
+    Rows are ordered by id first, so the choice depends only on the data and the seed, not on the
+    order in which the split was read or sampled.
+    """
+    import random
+
+    order = sorted(rows, key=lambda r: (r["id"], r["input"]))
+    random.Random(seed).shuffle(order)
+    if kind != "classification":
+        if len(order) < FEW_SHOT_SUMMARIES:
+            raise HubError(f"few-shot summarization needs {FEW_SHOT_SUMMARIES} training examples, "
+                           f"the train split has {len(order)}")
+        return order[:FEW_SHOT_SUMMARIES]
+    first: dict[str, dict] = {}
+    for row in order:
+        first.setdefault(row["target"], row)
+    missing = [label for label in labels if label not in first]
+    if missing:
+        raise HubError(f"few-shot classification needs one training example per class; none for: "
+                       f"{', '.join(missing)}")
+    return [first[label] for label in labels]
+
+
 def clean_generation(text: str) -> str:
     """Cut a generated answer at the first sign of the model starting a new template block."""
     for stop in ("\n###", "###", "\n\n"):

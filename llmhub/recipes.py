@@ -27,6 +27,22 @@ RECIPES: dict[str, dict] = {
     },
     "llama2": {"base": {**_CAUSAL_QLORA, "model": {"pretrained_ckpt": "meta-llama/Llama-2-7b-hf"}},
                **_CAUSAL_TASKS},
+    # Falcon and RedPajama (GPT-NeoX) fuse Q, K and V into one `query_key_value` projection; their
+    # LoRA targets come from models.LORA_TARGETS by architecture, so the rows only name the checkpoint.
+    "falcon": {"base": {**_CAUSAL_QLORA, "model": {"pretrained_ckpt": "tiiuae/falcon-7b"}},
+               **_CAUSAL_TASKS},
+    # Fine-tuning starts from the Base checkpoint; the zero-/few-shot baselines use the Instruct one,
+    # as the original study did.
+    "redpajama": {"base": {**_CAUSAL_QLORA,
+                           "model": {"pretrained_ckpt": "togethercomputer/RedPajama-INCITE-Base-3B-v1"}},
+                  "baseline": {"model": {"pretrained_ckpt": "togethercomputer/RedPajama-INCITE-Instruct-3B-v1"}},
+                  **_CAUSAL_TASKS},
+    # Encoder baselines of the sample-efficiency tables: sequence classification, full fine-tuning.
+    "bert": {"base": {"model": {"pretrained_ckpt": "bert-base-uncased"},
+                      "method": {"method": "full", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1},
+                      "train": {"learning_rate": 2e-5, "epochs": 5, "batch_size": 32},
+                      "data": {"task": "classification", "clean": "strip", "max_source_length": 512}},
+             "classification": {}},
 }
 TASK_ALIASES = {"dialogsum": "summarization", "custom": "summarization"}
 
@@ -49,3 +65,8 @@ def defaults(model: str, task: str) -> dict:
     if task not in recipe:
         out = merge(out, {"data": {"task": task}})
     return out
+
+
+def baseline_defaults(model: str, task: str) -> dict:
+    """defaults() plus the folder's `baseline` row (e.g. RedPajama's Instruct checkpoint)."""
+    return merge(defaults(model, task), RECIPES[model].get("baseline", {}))

@@ -1,0 +1,174 @@
+"""Zero-shot and few-shot baselines: the base model, no adapter, prompted through `prompts.render`.
+
+Token budget, per model. The context C is the model's position limit (config
+`max_position_embeddings`, else the tokenizer's `model_max_length`, else --max_source_length for
+models with no position limit). A causal model must fit prompt + answer in C, so the prompt budget
+is B = C - max_new_tokens; a seq2seq encoder reads the prompt alone, so B = C.
+
+Few-shot examples share what is left of B after the instructions, the examples' templates and labels
+(or reference summaries), and a reserve R = min(max_source_length, B // 2) kept for the test input.
+Each example's *input* is shortened to its share; its answer is kept whole, so no example is ever cut
+mid-way. If the shares fall below MIN_EXAMPLE_TOKENS the prompt cannot fit and the run stops with one
+line. Example: Falcon-7B (C = 2048), classification (10 new tokens): B = 2048 - 10 = 2038 and
+R = min(512, 1019) = 512, so the 20 examples' inputs share 1526 tokens minus the instructions and
+their 20 templates and labels; results.json lists each example's input length after fitting.
+
+A test prompt longer than B is not dropped and does not crash the run: its input is shortened to
+fit (instructions and examples stay whole), it is predicted and scored like any other, and it is
+counted in results.json (`prompts.over_context`) and flagged in predictions.jsonl.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import data as data_mod
+from . import models, prompts
+from .config import RunConfig
+from .errors import HubError
+from .results import provenance, write_json, write_jsonl
+
+MODES = ("zero-shot", "few-shot")
+MIN_EXAMPLE_TOKENS = 8  # an example input shorter than this shows the model next to nothing
+_UNBOUNDED = 1_000_000  # tokenizers without a limit report model_max_length as ~1e30
+
+
+def context_length(model_config, tokenizer, fallback: int) -> int:
+    """Tokens the model can attend to: its position limit, else the tokenizer's, else `fallback`."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _UNBOUNDED:
+        return limit
+    return fallback
+
+
+def _count(tok, text: str) -> int:
+    """Prompt length as generation will see it (special tokens included)."""
+    return len(tok(text)["input_ids"])
+
+
+def _shorten(tok, text: str, n_tokens: int) -> str:
+    """The first n_tokens tokens of text (no special tokens), decoded back to a string."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= n_tokens else tok.decode(ids[:max(n_tokens, 0)], skip_special_tokens=True)
+
+
+def fit_examples(tok, style: str, kind: str, labels: list[str], examples: list[dict], budget: int,
+                 reserve: int, model_name: str) -> list[dict]:
+    """Shorten each example's input so instructions + examples leave `reserve` tokens of `budget`."""
+    def prefix(exs):  # everything before the test input
+        return prompts.render(style, kind, "", "few-shot", labels, exs)
+
+    fixed = _count(tok, prefix([{**ex, "input": ""} for ex in examples]))
+    share = (budget - reserve - fixed) // len(examples)
+    for _ in range(8):  # re-tokenising decoded text can merge differently; shrink until it fits
+        if share < MIN_EXAMPLE_TOKENS:
+            need = fixed + reserve + MIN_EXAMPLE_TOKENS * len(examples)
+            raise HubError(f"few-shot prompt cannot fit model '{model_name}': {len(examples)} examples need "
+                           f"at least {need} tokens, the budget is {budget} (context minus max_new_tokens); "
+                           "use --prompt zero-shot, a longer-context model, or lower --max_new_tokens")
+        fitted = [{**ex, "input": _shorten(tok, ex["input"], share)} for ex in examples]
+        excess = _count(tok, prefix(fitted)) - (budget - reserve)
+        if excess <= 0:
+            return fitted
+        share -= max(1, -(-excess // len(examples)))
+    raise HubError(f"few-shot prompt for model '{model_name}' does not settle within the budget of {budget} tokens")
+
+
+def build_prompts(tok, style: str, kind: str, labels: list[str], texts: list[str], mode: str,
+                  examples: list[dict] | None, budget: int) -> tuple[list[str], list[int], list[bool]]:
+    """Prompts for test inputs; those over `budget` get their input shortened and are flagged."""
+    empty = _count(tok, prompts.render(style, kind, "", mode, labels, examples))
+    if empty >= budget:
+        raise HubError(f"the {mode} instructions alone take {empty} tokens, the prompt budget is {budget}")
+    out, lengths, over = [], [], []
+    for text in texts:
+        prompt = prompts.render(style, kind, text, mode, labels, examples)
+        n = _count(tok, prompt)
+        over.append(n > budget)
+        room = budget - empty
+        while n > budget and room > 0:
+            prompt = prompts.render(style, kind, _shorten(tok, text, room), mode, labels, examples)
+            n, room = _count(tok, prompt), room - max(1, n - budget)
+        out.append(prompt)
+        lengths.append(n)
+    return out, lengths, over
+
+
+def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
+    """Evaluate the base model with a zero- or few-shot prompt; write an experiment directory."""
+    from .experiment import check_output_dir, prepare, score
+    from .generate import generate
+
+    if mode not in MODES:
+        raise HubError(f"unknown baseline prompt '{mode}'; allowed: {', '.join(MODES)}")
+    if cfg.data.task not in data_mod.TASK_NAMES:
+        raise HubError(f"no baseline prompt for task '{cfg.data.task}'; the prompt module knows: "
+                       f"{', '.join(data_mod.TASK_NAMES)}")
+    spec = data_mod.task_spec(cfg.data)
+    need_train = mode == "few-shot" or spec.kind == "classification"  # examples, or the class list
+    s = prepare(cfg, splits=("train", "test") if need_train else ("test",), mode=mode)
+    if s.family == "encoder":
+        raise HubError(f"'{cfg.model.pretrained_ckpt}' is an encoder with no text output; "
+                       "zero-/few-shot baselines need a causal or seq2seq model")
+    out = Path(cfg.output_dir)
+    check_output_dir(out, overwrite, resume=True)
+
+    tok = models.load_tokenizer(s.path, s.family)
+    max_new = cfg.eval.max_new_tokens or spec.max_new_tokens
+    context = context_length(s.model_config, tok, cfg.data.max_source_length)
+    budget = context - (max_new if s.family == "causal" else 0)
+    if budget <= 0:
+        raise HubError(f"max_new_tokens {max_new} leaves no room for a prompt in the context of {context}")
+    examples = None
+    if mode == "few-shot":
+        chosen = prompts.select_examples(s.splits["train"], s.kind, s.labels, cfg.train.seed)
+        reserve = min(cfg.data.max_source_length, budget // 2)
+        examples = fit_examples(tok, s.style, s.kind, s.labels, chosen, budget, reserve,
+                                cfg.model.pretrained_ckpt)
+    rows = s.splits["test"]
+    texts, lengths, over = build_prompts(tok, s.style, s.kind, s.labels, [r["input"] for r in rows],
+                                         mode, examples, budget)
+
+    model = models.load_base_model(s.path, s.family, models.resolve_dtype(cfg.model.torch_dtype),
+                                   quantize_4bit=cfg.method.method == "qlora")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.dump(out / "config.yaml")
+    (out / "prompt_example.txt").write_text(texts[0])  # what the model saw, for a human to check
+    start = time.perf_counter()
+    outputs = generate(model, tok, texts, s.family, max_new, cfg.eval.eval_batch_size,
+                       max_source_length=budget)
+    seconds = time.perf_counter() - start
+    result, preds = score(s, rows, outputs)
+    for p, n, o in zip(preds, lengths, over):
+        p.update(prompt_tokens=n, over_context=o)
+    write_jsonl(out / "predictions.jsonl", preds)
+    record = {
+        "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
+        "prompts": {"context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
+                    "base_4bit": cfg.method.method == "qlora",
+                    "over_context": sum(over), "over_context_ids": [r["id"] for r, o in zip(rows, over) if o],
+                    "max_prompt_tokens": max(lengths), "mean_prompt_tokens": sum(lengths) / len(lengths),
+                    "examples": [{"id": ex["id"], "target": ex["target"], "input_tokens":
+                                  len(tok(ex["input"], add_special_tokens=False)["input_ids"])}
+                                 for ex in examples or []]},
+        "eval": {"seconds": seconds, "examples": len(rows),
+                 "examples_per_second": len(rows) / seconds if seconds else None},
+        "provenance": provenance(cfg.train.seed),
+    }
+    write_json(out / "results.json", record)
+    return record
+
+
+def folder_defaults(model: str | None, task: str, mode: str) -> dict:
+    """What a model folder's baseline script starts from: its recipe for the task, its baseline
+    checkpoint (RedPajama: Instruct), and an output directory named after the run."""
+    from .recipes import baseline_defaults, merge
+
+    base = baseline_defaults(model, task) if model else {"data": {"task": task}}
+    return merge(base, {"output_dir": f"experiments/{model or 'baseline'}-{task}-{mode}"})

@@ -1,0 +1,13 @@
+"""Fine-tune RedPajama-INCITE (default togethercomputer/RedPajama-INCITE-Base-3B-v1, QLoRA) on the classification task, then evaluate it.
+
+LoRA targets default to the fused-attention and MLP layers of the architecture (query_key_value,
+dense, dense_h_to_4h, dense_4h_to_h). Run with --help for every flag; defaults are this folder's
+recipe (llmhub/recipes.py). Runs unchanged under `accelerate launch` (see configs/accelerate/).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llmhub.cli import script  # noqa: E402
+
+script("redpajama", "classification")

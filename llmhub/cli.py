@@ -1,6 +1,6 @@
 """`python -m llmhub <command>`; the per-model scripts call the same functions, so they never drift.
 
-Commands: train, evaluate, baseline, prepare-data, demo, models.
+Commands: train, evaluate, baseline, prepare-data, demo, models, sweep, report.
 """
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_samples", type=int, default=100)
     p.add_argument("--epochs", type=float, default=1.0)
     sub.add_parser("models", help="list the registry's short model names")
+    from . import report, sweep
+
+    sweep.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -150,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
 
             for name, spec in REGISTRY.items():
                 print(f"{name:24s} {spec.family:8s} {spec.source:50s} {spec.about}")
+        elif args.command in ("sweep", "report"):
+            from . import report, sweep
+
+            {"sweep": sweep, "report": report}[args.command].main(args)
 
     run(go)
 

@@ -1,0 +1,466 @@
+"""Results folder -> the READMEs' Markdown tables and PNG plots, never typed by hand.
+
+`python -m llmhub report results --readme flan-t5/README.md` reads every results.json under
+`results/` (a corrupt one is reported on stderr and skipped), prints the tables, writes plots under
+`assets/`, and rewrites the text between `<!-- BEGIN results:NAME -->` and
+`<!-- END results:NAME -->` in each README (everything outside the markers stays byte-identical).
+
+Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, sweeps.
+A run folder's siblings form its study: the config keys that differ between them are what the
+study varied (a sweep's grid axes). Ablation studies feed the ablation tables; the others feed
+sample efficiency, baselines and cost, so a rank ablation never shows up as a sample-size point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HubError
+
+TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "sweeps")
+IGNORED_KEYS = {"output_dir", "data_dir", "train_file", "test_file"}  # where, not what
+# A study that varies only these is a sample-efficiency / model comparison, not an ablation.
+SAMPLE_KEYS = {"train_samples", "train_sample_fraction", "pretrained_ckpt", "family", "torch_dtype", "seed",
+               "task", "clean", "method", "learning_rate", "batch_size", "grad_accum"}
+LORA_KEYS = ("epochs", "lora_r", "lora_alpha", "lora_dropout")
+PREFIX_KEYS = ("epochs", "num_virtual_tokens", "prefix_projection", "lora_dropout")
+METHOD_LABEL = {"lora": "LoRA", "qlora": "QLoRA", "prefix": "prefix", "prompt": "prompt tuning",
+                "ia3": "IA3", "full": "full FT"}
+MODE_ORDER = {"zero-shot": 0, "few-shot": 1, "finetune": 2}
+CLS_METRICS = (("accuracy", "Accuracy"), ("f1_macro", "Macro F1"), ("unmatched_rate", "Unmatched %"))
+GEN_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"))
+# The original study's Table 1 (20 Newsgroups accuracy, %), shown only with --reference and labelled.
+REFERENCE_LABEL = "original study, g5.2xlarge"
+REFERENCE = {"DistilBERT": {266: 36.24, 533: 46.65, 1066: 54.15, 2666: 67.07, 5332: 72.00, 10664: 71.91},
+             "BERT": {266: 16.91, 533: 30.75, 1066: 53.73, 2666: 68.41, 5332: 72.46, 10664: 74.15},
+             "Flan-T5-Large + LoRA": {266: 59.86, 533: 68.84, 1066: 73.38, 2666: 75.45, 5332: 75.43,
+                                      10664: 72.31}}
+
+
+@dataclass
+class Record:
+    """One results.json, with the fields the tables need pulled out of its config."""
+    path: Path
+    data: dict
+    flat: dict = field(default_factory=dict)  # config leaf -> value
+    varied: set = field(default_factory=set)  # leaves its study varied
+
+    @property
+    def mode(self) -> str:
+        return self.data.get("mode") or "finetune"
+
+    @property
+    def metrics(self) -> dict:
+        return self.data["metrics"]
+
+    @property
+    def kind(self) -> str:
+        return "classification" if "accuracy" in self.metrics else "generation"
+
+    @property
+    def task(self) -> str:
+        return str(self.flat.get("task"))
+
+    @property
+    def model(self) -> str:
+        """Short model name: a hub id's or a folder's last part, registry names as they are."""
+        return Path(str(self.flat.get("pretrained_ckpt"))).name
+
+    @property
+    def label(self) -> str:
+        if self.mode != "finetune":
+            return f"{self.model} {self.mode}"
+        return f"{self.model} + {METHOD_LABEL.get(self.flat.get('method'), self.flat.get('method'))}"
+
+    @property
+    def train(self) -> dict:
+        return self.data.get("train") or {}
+
+    @property
+    def examples(self) -> int | None:
+        return self.train.get("examples")
+
+    @property
+    def ablation(self) -> bool:
+        return bool(self.varied - SAMPLE_KEYS)
+
+    @property
+    def hardware(self) -> str:
+        hw = (self.data.get("provenance") or {}).get("hardware") or {}
+        if hw.get("gpu"):
+            return f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
+        return f"CPU x{hw.get('cpu_count', '?')}" if hw else "unknown"
+
+
+def _flatten(config: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _check(data) -> str | None:
+    """Why a results.json cannot be used, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    m, c = data.get("metrics"), data.get("config")
+    if not isinstance(m, dict) or not isinstance(c, dict):
+        return "no 'metrics' or 'config' mapping"
+    if not any(isinstance(m.get(k), (int, float)) for k in ("accuracy", "rouge1")):
+        return "metrics hold neither accuracy nor rouge1"
+    flat = _flatten(c)
+    if "pretrained_ckpt" not in flat or "task" not in flat:
+        return "config lacks model.pretrained_ckpt or data.task"
+    if data.get("train") is not None and not isinstance(data["train"], dict):
+        return "'train' is not a mapping"
+    return None
+
+
+def load_records(root: str | Path, warn=sys.stderr) -> list[Record]:
+    """Every usable results.json under root; a corrupt one is one warning line, then skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise HubError(f"results folder not found: {root}")
+    records = []
+    for path in sorted(root.rglob("results.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            problem = _check(data)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            problem = f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        if problem:
+            print(f"warning: skipping {path}: {problem}", file=warn)
+            continue
+        records.append(Record(path, data, _flatten(data["config"])))
+    studies = defaultdict(list)  # siblings under one folder = one study (one sweep's output root)
+    for r in records:
+        studies[r.path.parent.parent].append(r)
+    for group in studies.values():
+        keys = set().union(*(r.flat for r in group)) - IGNORED_KEYS
+        varied = {k for k in keys if len({json.dumps(r.flat.get(k), sort_keys=True) for r in group}) > 1}
+        for r in group:
+            r.varied = varied
+    return records
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if not value.is_integer() or digits == 2 else f"{value:g}"
+    return str(value)
+
+
+def markdown(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(":---:" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _samples_label(r: Record) -> str:
+    frac = r.flat.get("train_sample_fraction")
+    if r.flat.get("train_samples") is None and isinstance(frac, (int, float)):
+        return f"{r.examples} ({frac * 100:g}%)"
+    return str(r.examples)
+
+
+def sample_efficiency(records: list[Record], reference: bool = False) -> str:
+    """Rows: train examples; columns: model + method; cells: accuracy (%), mean over repeats."""
+    rs = [r for r in records if r.mode == "finetune" and r.kind == "classification" and not r.ablation
+          and r.examples]
+    if not rs:
+        return ""
+    cols = sorted({r.label for r in rs})
+    cells, labels, tests = defaultdict(list), {}, set()
+    for r in rs:
+        cells[(r.examples, r.label)].append(r.metrics["accuracy"])
+        labels.setdefault(r.examples, _samples_label(r))
+        tests.add(r.metrics.get("n"))
+    refs = list(REFERENCE) if reference else []
+    counts = sorted({r.examples for r in rs} | ({n for v in REFERENCE.values() for n in v} if refs else set()))
+    rows = []
+    for n in counts:
+        row = [labels.get(n, str(n))]
+        for c in cols:
+            vals = cells.get((n, c))
+            row.append("-" if not vals else fmt(_mean(vals)) + (f" (mean of {len(vals)})" if len(vals) > 1 else ""))
+        row += [fmt(REFERENCE[m].get(n)) for m in refs]
+        rows.append(row)
+    headers = ["Training samples"] + cols + [f"{m} ({REFERENCE_LABEL})" for m in refs]
+    note = f"Accuracy (%) on {', '.join(str(t) for t in sorted(tests, key=str))} test posts."
+    return markdown(headers, rows) + "\n\n" + note
+
+
+def _ablation(records: list[Record], methods: tuple, keys: tuple) -> str:
+    out = []
+    groups = defaultdict(list)
+    for r in records:
+        if r.mode == "finetune" and r.flat.get("method") in methods and r.varied & set(keys):
+            groups[(r.model, r.task, r.kind)].append(r)
+    for (model, task, kind), rs in sorted(groups.items()):
+        extra = sorted(set().union(*(r.varied for r in rs)) - set(keys) - {"task"})
+        cols = [k for k in keys if any(k in r.varied for r in rs) or k in ("epochs",)] + extra
+        metrics = CLS_METRICS[:1] if kind == "classification" else GEN_METRICS[:3]
+        rows = sorted(([r.flat.get(k) for k in cols] + [r.metrics[m] for m, _ in metrics] + [r.examples]
+                       for r in rs), key=lambda row: [json.dumps(c) for c in row[:len(cols)]])
+        out.append(f"**{model}, {task}**\n\n" + markdown(cols + [h for _, h in metrics] + ["Train examples"], rows))
+    return "\n\n".join(out)
+
+
+def lora_ablation(records: list[Record]) -> str:
+    return _ablation(records, ("lora", "qlora"), LORA_KEYS)
+
+
+def prefix_ablation(records: list[Record]) -> str:
+    return _ablation(records, ("prefix",), PREFIX_KEYS)
+
+
+def _latest_finetunes(records: list[Record]) -> list[Record]:
+    """Per (model, method, task): the non-ablation fine-tune with the most training examples."""
+    best: dict = {}
+    for r in records:
+        if r.mode != "finetune" or r.ablation:
+            continue
+        key = (r.model, r.flat.get("method"), r.task)
+        if key not in best or (r.examples or 0, r.path.stat().st_mtime) > (best[key].examples or 0,
+                                                                            best[key].path.stat().st_mtime):
+            best[key] = r
+    return list(best.values())
+
+
+def baselines(records: list[Record]) -> str:
+    """Zero-shot vs few-shot vs fine-tuned, one table per task, one row per model and mode."""
+    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + _latest_finetunes(records)
+    out = []
+    for task in sorted({r.task for r in rs}):
+        group = sorted((r for r in rs if r.task == task), key=lambda r: (r.model, MODE_ORDER.get(r.mode, 3), r.label))
+        metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
+        rows = [[r.model, r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"),
+                 r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
+                + [r.metrics.get(m) for m, _ in metrics] for r in group]
+        out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]
+                                                + [h for _, h in metrics], rows))
+    return "\n\n".join(out)
+
+
+def cost(records: list[Record]) -> str:
+    """Time and cost to train: wall time x the run's configured $/hour, with where it ran."""
+    rs = sorted((r for r in records if r.mode == "finetune" and r.train and not r.ablation),
+                key=lambda r: (r.model, r.task, r.examples or 0))
+    if not rs:
+        return ""
+    rows = [[r.label, r.task, r.examples, fmt(r.flat.get("epochs")), r.train.get("steps"),
+             _duration(r.train.get("seconds")), f"${r.train.get('cost_per_hour_usd', 0):.3f}",
+             f"${r.train.get('cost_usd', 0):.4f}", fmt(r.train.get("peak_memory_mb"), 0), r.hardware] for r in rs]
+    return (markdown(["Model", "Task", "Train examples", "Epochs", "Steps", "Training time", "$/hour",
+                      "Training cost", "Peak memory (MB)", "Hardware"], rows)
+            + "\n\nCost = measured training time x the $/hour in the run's config (`cost_per_hour`, default "
+              "the AWS g5.2xlarge on-demand price); the hardware column says where the time was measured.")
+
+
+def sweeps(records: list[Record]) -> str:
+    """Any study with varied keys (any grid a user writes): varied keys + main metrics."""
+    groups = defaultdict(list)
+    for r in records:
+        if r.varied:
+            groups[r.path.parent.parent].append(r)
+    out = []
+    for folder, rs in sorted(groups.items()):
+        cols = sorted(rs[0].varied)
+        metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
+        rows = sorted([[r.path.parent.name] + [r.flat.get(k) for k in cols] + [r.metrics.get(m) for m in metrics]
+                       for r in rs], key=lambda row: row[0])
+        out.append(f"**{folder.name}**\n\n" + markdown(["Run"] + cols + list(metrics), rows))
+    return "\n\n".join(out)
+
+
+BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,
+            "cost": cost, "sweeps": sweeps}
+
+
+def _plot(path: Path, draw) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: reruns give equal files
+    plt.close(fig)
+    return path
+
+
+def plot_sample_efficiency(records: list[Record], path: Path, reference: bool = False) -> Path | None:
+    """Accuracy vs training samples, one line per model (+ the original study's, dashed, if asked)."""
+    rs = [r for r in records if r.mode == "finetune" and r.kind == "classification" and not r.ablation and r.examples]
+    if not rs:
+        return None
+    series = defaultdict(lambda: defaultdict(list))
+    for r in rs:
+        series[r.label][r.examples].append(r.metrics["accuracy"])
+
+    def draw(ax):
+        for label, points in sorted(series.items()):
+            xs = sorted(points)
+            ax.plot(xs, [_mean(points[x]) for x in xs], marker="o", label=label)
+        for label, points in (REFERENCE.items() if reference else []):
+            ax.plot(sorted(points), [points[x] for x in sorted(points)], ls="--", alpha=0.6,
+                    label=f"{label} ({REFERENCE_LABEL})")
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("20 Newsgroups: accuracy vs training samples")
+        ax.legend(fontsize=7)
+    return _plot(path, draw)
+
+
+def plot_rouge(records: list[Record], path: Path) -> Path | None:
+    """ROUGE-1/2/L per model and method (zero-shot, few-shot, fine-tuned) on summarization."""
+    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + _latest_finetunes(records)
+    rs = sorted((r for r in rs if r.kind == "generation"), key=lambda r: (r.task, r.model, MODE_ORDER.get(r.mode, 3)))
+    if not rs:
+        return None
+
+    def draw(ax):
+        width = 0.8 / 3
+        for i, (key, name) in enumerate(GEN_METRICS[:3]):
+            ax.bar([j + i * width for j in range(len(rs))], [r.metrics[key] for r in rs], width, label=name)
+        ax.set_xticks([j + width for j in range(len(rs))])
+        ax.set_xticklabels([f"{r.label}\n{r.task}" for r in rs], rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel("ROUGE F1 (%)")
+        ax.set_title("ROUGE by method")
+        ax.legend(fontsize=8)
+    return _plot(path, draw)
+
+
+MARKER = re.compile(r"(<!-- BEGIN results:([\w.-]+) -->)(.*?)(<!-- END results:\2 -->)", re.S)
+
+
+def rewrite_markers(text: str, blocks: dict[str, str], warn=sys.stderr, where: str = "") -> tuple[str, list[str]]:
+    """Replace what lies between each known marker pair; unknown names and the rest stay as they are."""
+    done = []
+
+    def sub(m):
+        name = m.group(2)
+        if name not in blocks:
+            print(f"warning: {where}: no table named '{name}'; known: {', '.join(TABLES)}", file=warn)
+            return m.group(0)
+        done.append(name)
+        return f"{m.group(1)}\n{blocks[name].strip()}\n{m.group(4)}"
+    return MARKER.sub(sub, text), done
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomic replace keeping the file's mode; bytes in and out, so line endings never change."""
+    path = Path(path)
+    data = text.encode("utf-8")
+    if path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+    return True
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the user would type it: relative to the cwd when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
+    except ValueError:
+        return p.name
+
+
+def build(records: list[Record], reference: bool = False) -> dict[str, str]:
+    tables = {"sample-efficiency": sample_efficiency(records, reference)}
+    tables.update({name: fn(records) for name, fn in BUILDERS.items()})
+    return tables
+
+
+def _caption(records: list[Record], command: str) -> str:
+    hardware = ", ".join(sorted({r.hardware for r in records})) or "none"
+    commits = sorted({(r.data.get("provenance") or {}).get("git_commit") or "unknown" for r in records})
+    return (f"<!-- generated from results files; edit the results, not this block -->\n"
+            f"_Generated by `{command}` from {len(records)} results files; hardware: {hardware}; "
+            f"code: {', '.join(c[:10] for c in commits)}._")
+
+
+def readme_blocks(records: list[Record], root: Path, readme: Path, command: str, plots: dict,
+                  reference: bool) -> dict[str, str]:
+    """Tables for one README: sample efficiency compares every model; the rest are the folder's own
+    (records under <results>/<README's folder>/ when that folder exists)."""
+    scope = root / readme.resolve().parent.name
+    own = [r for r in records if scope in r.path.parents] if scope.is_dir() else records
+    tables = {**build(own, reference), "sample-efficiency": sample_efficiency(records, reference)}
+    blocks = {}
+    for name, table in tables.items():
+        used = records if name == "sample-efficiency" else own
+        body = table or f"_No results for this table under `{_shown(root)}` yet._"
+        image = plots.get(name)
+        if image and table:
+            rel = os.path.relpath(image, readme.resolve().parent).replace(os.sep, "/")
+            body += f"\n\n![{name}]({rel})"
+        blocks[name] = _caption(used, command) + "\n\n" + body
+    return blocks
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="results folder -> Markdown tables, PNG plots, README sections",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", help="folder searched recursively for results.json, e.g. results")
+    p.add_argument("--readme", action="append", default=[],
+                   help="README whose <!-- BEGIN/END results:NAME --> sections to rewrite (repeatable)")
+    p.add_argument("--assets", default=None, help="folder for the PNG plots (default: the repository's assets/)")
+    p.add_argument("--reference", action="store_true",
+                   help=f"add the original study's Table 1 numbers as labelled columns ({REFERENCE_LABEL})")
+
+
+def main(args) -> None:
+    root = Path(args.results)
+    records = load_records(root)
+    assets = Path(args.assets) if args.assets else Path(__file__).resolve().parents[1] / "assets"
+    command = shlex.join(["python", "-m", "llmhub", "report", _shown(root)] + ["--reference"] * args.reference)
+    tables = build(records, args.reference)
+    for name, table in tables.items():
+        print(f"## {name}\n\n{table or '(no results for this table)'}\n")
+    plots = {"sample-efficiency": plot_sample_efficiency(records, assets / "accuracy_vs_samples.png", args.reference),
+             "baselines": plot_rouge(records, assets / "rouge_by_method.png")}
+    for path in filter(None, plots.values()):
+        print(f"plot: {_shown(path)}")
+    for readme in map(Path, args.readme):
+        if not readme.is_file():
+            raise HubError(f"README not found: {readme}")
+        blocks = readme_blocks(records, root, readme, command, plots, args.reference)
+        text, done = rewrite_markers(readme.read_bytes().decode("utf-8"), blocks, where=str(readme))
+        changed = write_if_changed(readme, text)
+        print(f"{_shown(readme)}: {', '.join(done) or 'no result markers'}{'' if changed else ' (unchanged)'}")
+    print(f"{len(records)} results files under {_shown(root)}", file=sys.stderr)

@@ -93,18 +93,19 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
 
         base = models.load_base_model(models.resolve_path(cfg.model.pretrained_ckpt), family, dtype,
                                       quantize_4bit=cfg.method.method == "qlora",
-                                      num_labels=_num_labels(model_dir))
+                                      label_names=_labels(model_dir))
         model = PeftModel.from_pretrained(base, model_dir)
     else:
         model = models.load_base_model(str(model_dir), family, dtype)
     return tok, model
 
 
-def _num_labels(model_dir: Path) -> int | None:
+def _labels(model_dir: Path) -> list[str] | None:
+    """The label names an encoder head was trained on (its id -> label map for predictions)."""
     import json
 
     labels = model_dir / "labels.json"
-    return len(json.loads(labels.read_text())) if labels.exists() else None
+    return json.loads(labels.read_text()) if labels.exists() else None
 
 
 def predict(model, tok, s: Setup, rows: list[dict], mode: str = "finetune",

@@ -199,8 +199,10 @@ def load_base_model(path: str, family: str, dtype: torch.dtype, quantize_4bit: b
     if family == "seq2seq":
         return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
     if family == "encoder":
-        id2label = dict(enumerate(label_names or []))
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, id2label=id2label,
-            label2id={v: k for k, v in id2label.items()}, **kwargs)
+        if label_names:  # a new head; a saved classifier keeps the labels of its own config
+            id2label = dict(enumerate(label_names))
+            kwargs.update(num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        elif num_labels:
+            kwargs["num_labels"] = num_labels
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation(), **kwargs)

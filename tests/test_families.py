@@ -1,0 +1,53 @@
+"""Falcon and GPT-NeoX (RedPajama) under the falcon/ and redpajama/ recipes: LoRA and QLoRA on both
+tasks train a few steps on tiny random models, save, reload and evaluate to the same predictions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmhub.config import RunConfig, apply_overrides
+from llmhub.experiment import evaluate_experiment, train_experiment
+from llmhub.models import LORA_TARGETS
+from llmhub.recipes import defaults
+
+FUSED = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+
+
+def folder_config(folder, model_dir, data_dir, out, task, method) -> RunConfig:
+    """The folder's recipe for the task, shrunk to a few steps of a tiny model."""
+    over = {"pretrained_ckpt": str(model_dir), "method": method, "data_dir": str(data_dir),
+            "output_dir": str(out), "train_samples": 16, "test_samples": 4, "epochs": 1, "max_steps": 2,
+            "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-3, "lora_r": 4, "lora_alpha": 8,
+            "max_source_length": 96, "max_target_length": 24, "max_new_tokens": 6, "eval_batch_size": 4,
+            "logging_steps": 1}
+    return apply_overrides(apply_overrides(RunConfig(), defaults(folder, task)), over)
+
+
+def test_recipes_default_to_qlora_with_fused_targets():
+    for folder, ckpt in (("falcon", "tiiuae/falcon-7b"), ("redpajama", "togethercomputer/RedPajama-INCITE-Base-3B-v1")):
+        for task, r in (("classification", 8), ("summarization", 64)):
+            cfg = apply_overrides(RunConfig(), defaults(folder, task))
+            assert (cfg.model.pretrained_ckpt, cfg.method.method, cfg.method.lora_r) == (ckpt, "qlora", r)
+            assert cfg.train.learning_rate == 2e-4 and cfg.data.task == task
+    assert LORA_TARGETS["falcon"] == FUSED and LORA_TARGETS["gpt_neox"] == FUSED
+
+
+@pytest.mark.parametrize("arch,folder", [("falcon", "falcon"), ("gpt_neox", "redpajama")])
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+@pytest.mark.parametrize("task", ["classification", "summarization"])
+def test_train_save_load_evaluate(tiny_models, data_dir, tmp_path, arch, folder, method, task):
+    out = tmp_path / "exp"
+    record = train_experiment(folder_config(folder, tiny_models[arch], data_dir, out, task, method))
+    assert record["train"]["steps"] == 2 and record["train"]["trainable_params"] > 0
+    adapter = json.loads((out / "model" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == sorted(FUSED)  # every fused layer carries LoRA
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["method"]["method"] == method
+    metric = "accuracy" if task == "classification" else "rouge1"
+    assert metric in results["metrics"] and results["metrics"]["n"] == 4
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    again = evaluate_experiment(out)
+    preds2 = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["prediction"] for p in preds2] == [p["prediction"] for p in preds]
+    assert again["metrics"] == results["metrics"]

@@ -1,0 +1,101 @@
+"""Bad input: one clear line on stderr, exit status 2, nothing half-written left behind."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def error_line(proc) -> str:
+    """The one line the CLI printed for the error (libraries may log their own warnings first)."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def base_args(tiny_models, data_dir, tmp_path):
+    return ["-m", "llmhub", "train", "--pretrained_ckpt", str(tiny_models["llama"]), "--data_dir", str(data_dir),
+            "--task", "summarization", "--train_samples", "8", "--test_samples", "2", "--max_steps", "1",
+            "--batch_size", "4", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "out")]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--pretrained_ckpt", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--method", "lora2"], "unknown method 'lora2'; allowed: lora, qlora, prefix, prompt, ia3, full"),
+    (["--task", "translation"], "unknown task 'translation'"),
+    (["--data_dir", "/nonexistent/data"], "data directory not found"),
+    (["--train_sample_fraction", "1.5", "--train_samples", "null"], "train_sample_fraction must be in (0, 1]"),
+    (["--train_sample_fraction", "0"], None),
+    (["--lora_r", "abc"], "config key 'lora_r' must be an integer"),
+    (["--set", "lora_rank=4"], "unknown config key 'lora_rank'"),
+    (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+])
+def test_bad_train_input(base_args, tmp_path, extra, message):
+    args = list(base_args)
+    if "--train_sample_fraction" in extra and message is None:
+        args[args.index("--train_samples"):args.index("--train_samples") + 2] = []
+        message = "train_sample_fraction must be in (0, 1]"
+    elif "--train_samples" in extra:
+        i = args.index("--train_samples")
+        del args[i:i + 2]
+        extra = extra[:2]
+    proc = run(*args, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert message in error_line(proc)
+    if "sgd" not in extra:  # everything up to the optimiser is validated before writing
+        assert not (tmp_path / "out").exists()
+
+
+def test_empty_after_sampling_and_missing_file(base_args, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    args = [a if a != "summarization" else "custom" for a in base_args]
+    proc = run(*args, "--train_file", str(tmp_path / "empty.jsonl"), "--test_file", str(tmp_path / "empty.jsonl"))
+    assert proc.returncode == 2 and "empty" in error_line(proc)
+    proc = run(*args, "--train_file", str(tmp_path / "missing.jsonl"), "--test_file", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 2 and "data file not found" in error_line(proc)
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_jsonl_and_missing_column(base_args, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"input": "a", "target": "b"}\n{"input": \n')
+    (tmp_path / "nocol.jsonl").write_text('{"input": "a"}\n')
+    args = [a if a != "summarization" else "custom" for a in base_args]
+    proc = run(*args, "--train_file", str(tmp_path / "bad.jsonl"), "--test_file", str(tmp_path / "bad.jsonl"))
+    assert proc.returncode == 2 and "bad.jsonl:2: malformed JSON" in error_line(proc)
+    proc = run(*args, "--train_file", str(tmp_path / "nocol.jsonl"), "--test_file", str(tmp_path / "nocol.jsonl"))
+    assert proc.returncode == 2 and "no column 'target'" in error_line(proc)
+
+
+def test_finished_run_is_not_clobbered(base_args, tmp_path):
+    first = run(*base_args)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "out" / "results.json").read_text()
+    again = run(*base_args)
+    assert again.returncode == 2 and "already holds a finished run" in error_line(again)
+    assert (tmp_path / "out" / "results.json").read_text() == before
+    assert run(*base_args, "--overwrite").returncode == 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["train"]["steps"] == 1
+
+
+def test_unfinished_run_needs_resume(base_args, tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    proc = run(*base_args)
+    assert proc.returncode == 2 and "--resume" in error_line(proc)
+
+
+def test_scripts_have_help():
+    for script in ["flan-t5/flan_classification.py", "llama2/llama2_summarization_inference.py"]:
+        proc = run(script, "--help")
+        assert proc.returncode == 0 and "usage" in proc.stdout

@@ -1,0 +1,65 @@
+"""Training behaviour: seeds, QLoRA for real, resume after an interruption, script/CLI parity."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from llmhub.experiment import load_for_training, prepare, train_experiment
+from test_experiments import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def adapter_weights(out: Path) -> dict:
+    return load_file(out / "model" / "adapter_model.safetensors")
+
+
+def test_same_seed_same_adapter_and_metrics(tiny_models, data_dir, tmp_path):
+    runs = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        cfg = tiny_config(tiny_models["llama"], data_dir, tmp_path / name, "summarization", "lora", seed=seed)
+        runs[name] = train_experiment(cfg)
+    wa, wb, wc = (adapter_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert runs["a"]["metrics"] == runs["b"]["metrics"]
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
+    from bitsandbytes.nn import Linear4bit
+
+    cfg = tiny_config(tiny_models["llama"], data_dir, tmp_path / "q", "classification", "qlora")
+    tok, model = load_for_training(prepare(cfg))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert any(isinstance(m, Linear4bit) for m in model.modules()), kinds
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(q.base_layer, Linear4bit) and q.base_layer.weight.quant_type == "nf4"
+
+
+def test_resume_after_kill(tiny_models, data_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "llmhub", "train", "--pretrained_ckpt", str(tiny_models["llama"]),
+            "--data_dir", str(data_dir), "--task", "summarization", "--train_samples", "16", "--test_samples", "2",
+            "--max_steps", "400", "--save_steps", "5", "--batch_size", "4", "--max_new_tokens", "4",
+            "--output_dir", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-10").is_dir():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoints" / "checkpoint-10").is_dir(), "no checkpoint appeared"
+    assert not (out / "results.json").exists()
+    done = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["train"]["steps"] == 400
+    assert results["train"]["resumed_from"].rsplit("-", 1)[1] in {"10", "15", "20", "25", "30"} or \
+        int(results["train"]["resumed_from"].rsplit("-", 1)[1]) >= 10

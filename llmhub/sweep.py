@@ -168,8 +168,10 @@ def _name(template: str | None, labels: dict, cfg: RunConfig, args: dict, index:
         fields["pretrained_ckpt"] = Path(str(cfg.model.pretrained_ckpt)).name  # a path's last part
         try:
             raw = template.format(**fields)
-        except (KeyError, IndexError, ValueError) as e:
-            raise HubError(f"run name template {template!r}: {e!r} is not a config key or grid axis") from None
+        except KeyError as e:
+            raise HubError(f"run name template {template!r}: '{e.args[0]}' is not a config key or grid axis") from None
+        except (IndexError, ValueError) as e:
+            raise HubError(f"run name template {template!r}: {e}") from None
     elif labels:
         raw = "_".join(f"{k}-{Path(str(v)).name}" for k, v in labels.items())
     else:
@@ -189,16 +191,17 @@ def default_output_root(grid_path: str | Path, spec: dict) -> Path:
 def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: dict | None = None,
            src: str = "grid") -> list[Run]:
     """Every run of a grid, fully resolved and validated; raises HubError before anything runs."""
-    from . import data as data_mod
-    from . import methods
-    from .recipes import baseline_defaults, defaults
-
     base_args, base = _split(spec.get("base") or {}, f"{src}: base")
     base_flat = _flat(base, f"{src}: base")
     set_args, set_over = _split(sets or {}, "--set")
     sets_flat = _flat(set_over, "--set")
+    cells = _cells(spec, src, axes or {})
+    from . import data as data_mod  # imports torch: only once the grid itself is known to be sound
+    from . import methods
+    from .recipes import baseline_defaults, defaults
+
     runs, seen = [], {}
-    for i, (labels, cell_args, cell_flat) in enumerate(_cells(spec, src, axes or {})):
+    for i, (labels, cell_args, cell_flat) in enumerate(cells):
         args = {**base_args, **cell_args, **set_args}
         args.setdefault("action", spec.get("action") or "train")
         if args["action"] not in ACTIONS:
@@ -294,18 +297,24 @@ def _run_local(runs: list[Run], log) -> list[dict]:
     return out
 
 
-def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,
-             ray_address: str | None, ray_init: dict | None) -> list[dict]:
-    """One Ray task per run; the cluster schedules them by their CPU/GPU requests."""
+def init_ray(address: str | None = None, init_kwargs: dict | None = None):
+    """Connect to a Ray cluster (or start a local one); workers get this package on their path."""
     try:
         import ray
     except ImportError:
         raise HubError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     if not ray.is_initialized():
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=True,
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}},
-                 **(ray_init or {}))
+                 **(init_kwargs or {}))
+    return ray
+
+
+def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,
+             ray_address: str | None, ray_init: dict | None) -> list[dict]:
+    """One Ray task per run; the cluster schedules them by their CPU/GPU requests."""
+    ray = init_ray(ray_address, ray_init)
     if gpus_per_trial is None:  # one GPU per trial on a GPU cluster, none on CPU-only clusters
         gpus_per_trial = 1 if ray.cluster_resources().get("GPU", 0) else 0
     task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(run_one)
@@ -337,8 +346,9 @@ def _log_result(result: dict, log) -> None:
 
 def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gpus_per_trial: float | None = None,
               cpus_per_trial: float = 1, ray_address: str | None = None, ray_init: dict | None = None,
-              log=sys.stdout) -> list[dict]:
+              log=None) -> list[dict]:
     """Run every unfinished run; returns one result per run that ran (none for a dry run)."""
+    log = log or sys.stdout
     todo = [r for r in runs if r.status() != "done"]
     for run in runs:
         if dry_run or run.status() == "done":

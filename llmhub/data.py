@@ -112,7 +112,7 @@ def load_split(data_cfg, split: str) -> list[dict]:
         text, target = str(rec[spec.input_column]), str(rec[spec.target_column])
         if data_cfg.task == "classification" and data_cfg.clean == "strip":
             text = clean_newsgroup(text)
-            if not text:  # posts that were only headers/quotes carry nothing to classify
+            if not text and split == "train":  # nothing to learn from; the test split stays whole
                 continue
         rid = str(rec[spec.id_column]) if spec.id_column and spec.id_column in rec else str(i)
         rows.append({"id": rid, "input": text, "target": target})

@@ -41,7 +41,6 @@ def demo(args) -> None:
     for name, rec in table.items():
         m = rec["metrics"]
         secs = (rec.get("train") or {}).get("seconds")
-        print(f"| {name} | {m['rouge1']:.2f} | {m['rouge2']:.2f} | {m['rougeL']:.2f} | {m['rougeLsum']:.2f} | "
-              f"{secs:.0f} |" if secs else f"| {name} | {m['rouge1']:.2f} | {m['rouge2']:.2f} | "
-              f"{m['rougeL']:.2f} | {m['rougeLsum']:.2f} | - |")
+        cells = [f"{m[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")]
+        print(f"| {name} | {' | '.join(cells)} | {f'{secs:.0f}' if secs else '-'} |")
     print(f"\nresults: {out}/*/results.json")

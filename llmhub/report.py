@@ -126,8 +126,9 @@ def _check(data) -> str | None:
     return None
 
 
-def load_records(root: str | Path, warn=sys.stderr) -> list[Record]:
+def load_records(root: str | Path, warn=None) -> list[Record]:
     """Every usable results.json under root; a corrupt one is one warning line, then skipped."""
+    warn = warn or sys.stderr
     root = Path(root)
     if not root.is_dir():
         raise HubError(f"results folder not found: {root}")
@@ -159,8 +160,13 @@ def fmt(value, digits: int = 2) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if not value.is_integer() or digits == 2 else f"{value:g}"
+        return f"{value:.{digits}f}"
     return str(value)
+
+
+def setting(value) -> str:
+    """A config value as written in a grid: 5.0 -> '5', 0.1 -> '0.1', True -> 'yes'."""
+    return fmt(value) if isinstance(value, bool) or value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def markdown(headers: list[str], rows: list[list]) -> str:
@@ -225,10 +231,15 @@ def _ablation(records: list[Record], methods: tuple, keys: tuple) -> str:
         extra = sorted(set().union(*(r.varied for r in rs)) - set(keys) - {"task"})
         cols = [k for k in keys if any(k in r.varied for r in rs) or k in ("epochs",)] + extra
         metrics = CLS_METRICS[:1] if kind == "classification" else GEN_METRICS[:3]
-        rows = sorted(([r.flat.get(k) for k in cols] + [r.metrics[m] for m, _ in metrics] + [r.examples]
-                       for r in rs), key=lambda row: [json.dumps(c) for c in row[:len(cols)]])
+        rs = sorted(rs, key=lambda r: [_order(r.flat.get(k)) for k in cols])
+        rows = [[setting(r.flat.get(k)) for k in cols] + [r.metrics[m] for m, _ in metrics] + [r.examples] for r in rs]
         out.append(f"**{model}, {task}**\n\n" + markdown(cols + [h for _, h in metrics] + ["Train examples"], rows))
     return "\n\n".join(out)
+
+
+def _order(value) -> tuple:
+    """Numbers sort as numbers (2 < 10), everything else as text after them."""
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, json.dumps(value))
 
 
 def lora_ablation(records: list[Record]) -> str:
@@ -273,7 +284,7 @@ def cost(records: list[Record]) -> str:
                 key=lambda r: (r.model, r.task, r.examples or 0))
     if not rs:
         return ""
-    rows = [[r.label, r.task, r.examples, fmt(r.flat.get("epochs")), r.train.get("steps"),
+    rows = [[r.label, r.task, r.examples, setting(r.flat.get("epochs")), r.train.get("steps"),
              _duration(r.train.get("seconds")), f"${r.train.get('cost_per_hour_usd', 0):.3f}",
              f"${r.train.get('cost_usd', 0):.4f}", fmt(r.train.get("peak_memory_mb"), 0), r.hardware] for r in rs]
     return (markdown(["Model", "Task", "Train examples", "Epochs", "Steps", "Training time", "$/hour",
@@ -292,7 +303,7 @@ def sweeps(records: list[Record]) -> str:
     for folder, rs in sorted(groups.items()):
         cols = sorted(rs[0].varied)
         metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
-        rows = sorted([[r.path.parent.name] + [r.flat.get(k) for k in cols] + [r.metrics.get(m) for m in metrics]
+        rows = sorted([[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m in metrics]
                        for r in rs], key=lambda row: row[0])
         out.append(f"**{folder.name}**\n\n" + markdown(["Run"] + cols + list(metrics), rows))
     return "\n\n".join(out)
@@ -364,8 +375,9 @@ def plot_rouge(records: list[Record], path: Path) -> Path | None:
 MARKER = re.compile(r"(<!-- BEGIN results:([\w.-]+) -->)(.*?)(<!-- END results:\2 -->)", re.S)
 
 
-def rewrite_markers(text: str, blocks: dict[str, str], warn=sys.stderr, where: str = "") -> tuple[str, list[str]]:
+def rewrite_markers(text: str, blocks: dict[str, str], warn=None, where: str = "") -> tuple[str, list[str]]:
     """Replace what lies between each known marker pair; unknown names and the rest stay as they are."""
+    warn = warn or sys.stderr
     done = []
 
     def sub(m):

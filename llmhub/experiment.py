@@ -10,6 +10,7 @@ Layout of an experiment directory:
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -65,6 +66,14 @@ def check_output_dir(out: Path, overwrite: bool, resume: bool) -> None:
         raise HubError(f"{out} already holds a finished run; pass --overwrite to replace it")
     if not resume:
         raise HubError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite")
+
+
+def is_main_rank() -> bool:
+    """True in a single process, and in rank 0 of `torchrun` / `accelerate launch` / mpirun runs."""
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return True
 
 
 def load_for_training(s: Setup):
@@ -167,13 +176,19 @@ def train_experiment(cfg: RunConfig, overwrite: bool = False, resume: bool = Fal
 
     s = prepare(cfg)
     out = Path(cfg.output_dir)
-    check_output_dir(out, overwrite, resume)
+    # Only rank 0 vets, clears and creates the directory: another rank seeing rank 0's config.yaml
+    # would take it for an unfinished run, and two ranks clearing it with --overwrite would race.
+    # Other ranks write nothing there before the first DDP step, which waits for rank 0.
+    main_rank = is_main_rank()
+    if main_rank:
+        check_output_dir(out, overwrite, resume)
     tok, model = load_for_training(s)
     trainable, total = methods.trainable_parameters(model)
     label2id = {label: i for i, label in enumerate(s.labels)}
     features = train_mod.tokenize_rows(s.splits["train"], tok, s.family, s.style, s.kind, cfg.data, label2id)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.dump(out / "config.yaml")
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.dump(out / "config.yaml")
     stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume)
     if not stats.pop("is_main_process"):
         return {}  # in multi-process runs exactly one rank saves, evaluates and writes results

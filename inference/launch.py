@@ -1,0 +1,77 @@
+"""Start `inference/server.py` as a child process on a free 127.0.0.1 port and wait until it answers.
+
+Used by the serving benchmark and the server tests, so both exercise the real uvicorn process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from llmhub.errors import HubError
+
+SERVER = Path(__file__).resolve().parent / "server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`with ServerProcess(["--model", ...]) as srv: httpx.get(srv.url + "/health")`."""
+
+    def __init__(self, args: list[str], port: int | None = None, startup_timeout: float = 180.0,
+                 log_path: str | Path | None = None, env: dict | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, str(SERVER), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.startup_timeout = startup_timeout
+        self.log_path = Path(log_path) if log_path else None
+        self.env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ServerProcess":
+        import httpx
+
+        if self.log_path is None:  # a file, not a pipe: an unread pipe would block a chatty server
+            fd, name = tempfile.mkstemp(prefix="llmhub-server-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                last = (self.log_path.read_text().strip().splitlines() or ["(no output)"])[-1]
+                raise HubError(f"server exited with status {self.proc.returncode}: {last}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise HubError(f"server did not answer /health within {self.startup_timeout:.0f} s")
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # uvicorn shuts down gracefully on SIGINT
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,83 @@
+"""Request checking shared by the FastAPI server and the Ray Serve deployment.
+
+Every bad request gets one sentence that names the field and, for limits, the limit:
+413 for a body or input that is too long, 422 for malformed JSON, a missing/empty/mistyped field,
+or a max_new_tokens outside 1..limit.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "validation"):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+    def body(self) -> dict:
+        return {"error": self.message, "error_type": self.kind}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_input_tokens: int = 2048  # raw input of /predict; longer ones are fitted like evaluation does
+    max_new_tokens: int = 256  # most tokens one request may ask to generate
+    max_body_bytes: int = 1_000_000  # checked before parsing: a 1 MB body is ~250k tokens of text
+
+
+def parse_json(raw: bytes, limits: Limits) -> dict:
+    if len(raw) > limits.max_body_bytes:
+        raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {limits.max_body_bytes} bytes",
+                       "too_large")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(422, f"request body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def text_field(body: dict, name: str) -> str:
+    if name not in body:
+        raise ApiError(422, f"missing field '{name}' (a non-empty string)")
+    value = body[name]
+    if not isinstance(value, str):
+        raise ApiError(422, f"field '{name}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ApiError(422, f"field '{name}' is empty")
+    return value
+
+
+def max_new_tokens(value, limits: Limits, default: int) -> int:
+    if value is None:
+        return min(default, limits.max_new_tokens)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(422, f"max_new_tokens must be an integer, got {type(value).__name__}")
+    if not 1 <= value <= limits.max_new_tokens:
+        raise ApiError(422, f"max_new_tokens is {value}; allowed: 1 to {limits.max_new_tokens}")
+    return value
+
+
+def parse_predict(body: dict, limits: Limits, default_new: int) -> tuple[str, int]:
+    """{"prompt": raw input, "max_new_tokens"?: int} -> (input, budget)."""
+    return text_field(body, "prompt"), max_new_tokens(body.get("max_new_tokens"), limits, default_new)
+
+
+def parse_generate(body: dict, limits: Limits, default_new: int) -> tuple[str, int]:
+    """TGI's {"inputs": full prompt, "parameters"?: {"max_new_tokens", ...}} -> (prompt, budget).
+    Decoding is greedy; asking for sampling is refused rather than silently ignored."""
+    prompt = text_field(body, "inputs")
+    params = body.get("parameters")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ApiError(422, f"field 'parameters' must be an object, got {type(params).__name__}")
+    if params.get("do_sample"):
+        raise ApiError(422, "this server decodes greedily; do_sample=true is not supported")
+    return prompt, max_new_tokens(params.get("max_new_tokens"), limits, default_new)
+
+
+def check_tokens(n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise ApiError(413, f"{what} is {n} tokens; the limit is {limit} tokens", "too_large")

@@ -1,0 +1,118 @@
+"""Serve an experiment directory (or a plain / merged model) over HTTP with FastAPI and uvicorn.
+
+  python inference/server.py --experiment_dir experiments/llama2-summ --mode batched --port 8000
+  python inference/server.py --model smollm2-135m --task summarization --mode naive
+
+Every flag can also come from an environment variable LLMHUB_<FLAG>, e.g. LLMHUB_EXPERIMENT_DIR,
+LLMHUB_MODE=naive, LLMHUB_PORT=8080 (flags win). POST /predict takes the raw input and applies the
+experiment's fine-tuning template; POST /generate takes a full prompt (TGI's API). See
+inference/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llmhub.cli import run  # noqa: E402
+from llmhub.errors import HubError  # noqa: E402
+
+MODES = ("naive", "batched")
+
+
+def _env(name: str, default=None):
+    return os.environ.get(f"LLMHUB_{name.upper()}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("what to serve (exactly one of --experiment_dir / --model)")
+    src.add_argument("--experiment_dir", default=_env("experiment_dir"),
+                     help="a trained experiment (config.yaml + model/): base + adapter, or a full model")
+    src.add_argument("--model", default=_env("model"),
+                     help="a model folder, registry name (smollm2-135m) or merged model, served with "
+                          "the fine-tuning template of --task")
+    src.add_argument("--task", default=_env("task"),
+                     help="with --model: classification | summarization | dialogsum (default: the merged "
+                          "model's llmhub.yaml, else summarization)")
+    src.add_argument("--max_source_length", type=int, default=_env("max_source_length"),
+                     help="tokens of template + input (default: the experiment's)")
+    src.add_argument("--max_new_tokens", type=int, default=_env("max_new_tokens"),
+                     help="default tokens generated per request (default: the experiment's or the task's)")
+    b = p.add_argument_group("batching")
+    b.add_argument("--mode", default=_env("mode", "batched"), help="naive (one request per forward pass, "
+                   "like the original server) | batched (micro-batches) (default: %(default)s)")
+    b.add_argument("--max_batch_size", type=int, default=_env("max_batch_size", "16"),
+                   help="batched: most requests per forward pass (default: %(default)s)")
+    b.add_argument("--max_wait_ms", type=float, default=_env("max_wait_ms", "50"),
+                   help="batched: ms the oldest request waits for companions (default: %(default)s)")
+    b.add_argument("--max_queue", type=int, default=_env("max_queue", "128"),
+                   help="requests allowed to wait; beyond it the answer is 503 + Retry-After (default: %(default)s)")
+    lim = p.add_argument_group("per-request limits")
+    lim.add_argument("--max_input_tokens", type=int, default=_env("max_input_tokens", "2048"),
+                     help="longest /predict input in tokens, else 413 (default: %(default)s)")
+    lim.add_argument("--max_new_tokens_limit", type=int, default=_env("max_new_tokens_limit", "256"),
+                     help="largest max_new_tokens a request may ask for, else 422 (default: %(default)s)")
+    net = p.add_argument_group("process")
+    net.add_argument("--host", default=_env("host", "127.0.0.1"), help="bind address (default: %(default)s)")
+    net.add_argument("--port", type=int, default=_env("port", "8000"), help="(default: %(default)s)")
+    net.add_argument("--threads", type=int, default=_env("threads", "2"),
+                     help="torch CPU threads; one per physical core (default: %(default)s)")
+    net.add_argument("--log_level", default=_env("log_level", "warning"), help="uvicorn log level")
+    return p
+
+
+def overrides(args) -> dict:
+    over = {"task": args.task,
+            "max_source_length": args.max_source_length, "max_new_tokens": args.max_new_tokens}
+    return {k: v for k, v in over.items() if v is not None}
+
+
+def check(args) -> None:
+    if args.mode not in MODES:
+        raise HubError(f"unknown mode '{args.mode}'; allowed: {', '.join(MODES)}")
+    for name in ("max_batch_size", "max_queue", "max_input_tokens", "max_new_tokens_limit", "threads"):
+        if getattr(args, name) < 1:
+            raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.max_wait_ms < 0:
+        raise HubError(f"--max_wait_ms must be >= 0, got {args.max_wait_ms}")
+    if args.experiment_dir and args.task:
+        raise HubError("--task goes with --model; an experiment directory knows its task")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def go():
+        import torch
+        import uvicorn
+
+        from inference.app import BatchSettings, create_app
+        from inference.schema import Limits
+        from llmhub.serving import Predictor
+
+        check(args)
+        torch.set_num_threads(args.threads)
+        over = overrides(args)
+        if args.model and not args.task:  # a merged model's llmhub.yaml knows its task
+            from llmhub.models import resolve_path
+            from llmhub.serving import MERGED_CONFIG
+
+            if not (Path(resolve_path(args.model)) / MERGED_CONFIG).is_file():
+                over["task"] = "summarization"
+        predictor = Predictor.load(args.experiment_dir, args.model, over)
+        settings = BatchSettings(args.mode, args.max_batch_size, args.max_wait_ms, args.max_queue)
+        limits = Limits(args.max_input_tokens, args.max_new_tokens_limit)
+        app = create_app(predictor, settings, limits)
+        print(f"serving {predictor.name} ({predictor.family}, {predictor.kind}) mode={args.mode} "
+              f"on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

@@ -152,8 +152,9 @@ def default_lora_targets(config) -> list[str]:
     try:
         return LORA_TARGETS[config.model_type]
     except KeyError:
-        raise HubError(f"no default LoRA targets for architecture '{config.model_type}'; "
-                       "pass them with --target_modules name1,name2 (module names from print(model))") from None
+        raise HubError(f"no default LoRA targets for architecture '{config.model_type}' (known: "
+                       f"{', '.join(LORA_TARGETS)}); pass them with --target_modules name1,name2 "
+                       "(Linear layer names from print(model), e.g. c_attn for GPT-2)") from None
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -51,3 +51,27 @@ def test_train_save_load_evaluate(tiny_models, data_dir, tmp_path, arch, folder,
     preds2 = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["prediction"] for p in preds2] == [p["prediction"] for p in preds]
     assert again["metrics"] == results["metrics"]
+
+
+def test_unknown_architecture_lora_targets_fail_in_one_line(tmp_path, tokenizer_dir, data_dir):
+    """A GPT-2 checkpoint has no default LoRA targets: one line saying so and how to pass them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import transformers as tf
+
+    model_dir = tmp_path / "tiny-gpt2"
+    tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=600, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model_dir)
+    tf.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(model_dir)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "redpajama" / "redpajama_classification.py"),
+                           "--pretrained_ckpt", str(model_dir), "--method", "lora", "--data_dir", str(data_dir),
+                           "--output_dir", str(tmp_path / "exp")], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "no default LoRA targets for architecture 'gpt2'" in errors[0] and "--target_modules" in errors[0]
+    assert not (tmp_path / "exp").exists()

@@ -91,3 +91,22 @@ def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["train"]["steps"] == 3
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model", "predictions.jsonl", "results.json"]
+
+
+def test_shipped_accelerate_configs_load():
+    """Every launcher config parses as accelerate reads it; DeepSpeed JSONs leave batch/accumulation to the flags."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = ROOT / "configs" / "accelerate"
+    expected = {"cpu_ddp.yaml": "MULTI_GPU", "ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP",
+                "deepspeed_zero2.yaml": "DEEPSPEED", "deepspeed_zero3.yaml": "DEEPSPEED"}
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(expected)
+    for name, kind in expected.items():
+        cfg = load_config_from_file(str(folder / name))
+        assert str(cfg.distributed_type).split(".")[-1] == kind and cfg.num_processes == 2, name
+        if kind == "DEEPSPEED":
+            ds_file = ROOT / cfg.deepspeed_config["deepspeed_config_file"]
+            ds = json.loads(ds_file.read_text())
+            assert ds["zero_optimization"]["stage"] == int(name[-6])
+            assert ds["gradient_accumulation_steps"] == ds["train_micro_batch_size_per_gpu"] == "auto"
+    assert load_config_from_file(str(folder / "cpu_ddp.yaml")).use_cpu

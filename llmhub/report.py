@@ -49,43 +49,19 @@ class Record:
     """One results.json, with the fields the tables need pulled out of its config."""
     path: Path
     data: dict
-    flat: dict = field(default_factory=dict)  # config leaf -> value
-    varied: set = field(default_factory=set)  # leaves its study varied
+    varied: set = field(default_factory=set)  # config leaves its study varied
 
-    @property
-    def mode(self) -> str:
-        return self.data.get("mode") or "finetune"
-
-    @property
-    def metrics(self) -> dict:
-        return self.data["metrics"]
-
-    @property
-    def kind(self) -> str:
-        return "classification" if "accuracy" in self.metrics else "generation"
-
-    @property
-    def task(self) -> str:
-        return str(self.flat.get("task"))
-
-    @property
-    def model(self) -> str:
-        """Short model name: a hub id's or a folder's last part, registry names as they are."""
-        return Path(str(self.flat.get("pretrained_ckpt"))).name
-
-    @property
-    def label(self) -> str:
-        if self.mode != "finetune":
-            return f"{self.model} {self.mode}"
-        return f"{self.model} + {METHOD_LABEL.get(self.flat.get('method'), self.flat.get('method'))}"
-
-    @property
-    def train(self) -> dict:
-        return self.data.get("train") or {}
-
-    @property
-    def examples(self) -> int | None:
-        return self.train.get("examples")
+    def __post_init__(self):
+        self.flat = _flatten(self.data["config"])  # config leaf -> value
+        self.metrics = self.data["metrics"]
+        self.mode = self.data.get("mode") or "finetune"
+        self.kind = "classification" if "accuracy" in self.metrics else "generation"
+        self.task = str(self.flat.get("task"))
+        self.model = Path(str(self.flat.get("pretrained_ckpt"))).name  # a hub id's or folder's last part
+        self.train = self.data.get("train") or {}
+        self.examples = self.train.get("examples")
+        method = METHOD_LABEL.get(self.flat.get("method"), self.flat.get("method"))
+        self.label = f"{self.model} + {method}" if self.mode == "finetune" else f"{self.model} {self.mode}"
 
     @property
     def ablation(self) -> bool:
@@ -116,14 +92,18 @@ def _check(data) -> str | None:
     m, c = data.get("metrics"), data.get("config")
     if not isinstance(m, dict) or not isinstance(c, dict):
         return "no 'metrics' or 'config' mapping"
-    if not any(isinstance(m.get(k), (int, float)) for k in ("accuracy", "rouge1")):
-        return "metrics hold neither accuracy nor rouge1"
+    need = ("accuracy",) if "accuracy" in m else ("rouge1", "rouge2", "rougeL")
+    if not all(isinstance(m.get(k), (int, float)) for k in need):
+        return f"metrics lack a number for {' or '.join(need)}"
     flat = _flatten(c)
     if "pretrained_ckpt" not in flat or "task" not in flat:
         return "config lacks model.pretrained_ckpt or data.task"
-    if data.get("train") is not None and not isinstance(data["train"], dict):
+    train = data.get("train")
+    if train is not None and not isinstance(train, dict):
         return "'train' is not a mapping"
-    return None
+    bad = [k for k, v in (train or {}).items() if k in ("examples", "seconds", "steps", "cost_usd")
+           and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    return f"train.{bad[0]} is not a number" if bad else None
 
 
 def load_records(root: str | Path, warn=None) -> list[Record]:
@@ -142,7 +122,7 @@ def load_records(root: str | Path, warn=None) -> list[Record]:
         if problem:
             print(f"warning: skipping {path}: {problem}", file=warn)
             continue
-        records.append(Record(path, data, _flatten(data["config"])))
+        records.append(Record(path, data))
     studies = defaultdict(list)  # siblings under one folder = one study (one sweep's output root)
     for r in records:
         studies[r.path.parent.parent].append(r)
@@ -232,7 +212,7 @@ def _ablation(records: list[Record], methods: tuple, keys: tuple) -> str:
         cols = [k for k in keys if any(k in r.varied for r in rs) or k in ("epochs",)] + extra
         metrics = CLS_METRICS[:1] if kind == "classification" else GEN_METRICS[:3]
         rs = sorted(rs, key=lambda r: [_order(r.flat.get(k)) for k in cols])
-        rows = [[setting(r.flat.get(k)) for k in cols] + [r.metrics[m] for m, _ in metrics] + [r.examples] for r in rs]
+        rows = [[setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m, _ in metrics] + [r.examples] for r in rs]
         out.append(f"**{model}, {task}**\n\n" + markdown(cols + [h for _, h in metrics] + ["Train examples"], rows))
     return "\n\n".join(out)
 
@@ -285,8 +265,8 @@ def cost(records: list[Record]) -> str:
     if not rs:
         return ""
     rows = [[r.label, r.task, r.examples, setting(r.flat.get("epochs")), r.train.get("steps"),
-             _duration(r.train.get("seconds")), f"${r.train.get('cost_per_hour_usd', 0):.3f}",
-             f"${r.train.get('cost_usd', 0):.4f}", fmt(r.train.get("peak_memory_mb"), 0), r.hardware] for r in rs]
+             _duration(r.train.get("seconds")), f"${r.train.get('cost_per_hour_usd') or 0:.3f}",
+             f"${r.train.get('cost_usd') or 0:.4f}", fmt(r.train.get("peak_memory_mb"), 0), r.hardware] for r in rs]
     return (markdown(["Model", "Task", "Train examples", "Epochs", "Steps", "Training time", "$/hour",
                       "Training cost", "Peak memory (MB)", "Hardware"], rows)
             + "\n\nCost = measured training time x the $/hour in the run's config (`cost_per_hour`, default "
@@ -363,7 +343,7 @@ def plot_rouge(records: list[Record], path: Path) -> Path | None:
     def draw(ax):
         width = 0.8 / 3
         for i, (key, name) in enumerate(GEN_METRICS[:3]):
-            ax.bar([j + i * width for j in range(len(rs))], [r.metrics[key] for r in rs], width, label=name)
+            ax.bar([j + i * width for j in range(len(rs))], [r.metrics.get(key) or 0 for r in rs], width, label=name)
         ax.set_xticks([j + width for j in range(len(rs))])
         ax.set_xticklabels([f"{r.label}\n{r.task}" for r in rs], rotation=20, ha="right", fontsize=7)
         ax.set_ylabel("ROUGE F1 (%)")
@@ -420,10 +400,11 @@ def build(records: list[Record], reference: bool = False) -> dict[str, str]:
 
 def _caption(records: list[Record], command: str) -> str:
     hardware = ", ".join(sorted({r.hardware for r in records})) or "none"
-    commits = sorted({(r.data.get("provenance") or {}).get("git_commit") or "unknown" for r in records})
+    prov = [r.data.get("provenance") or {} for r in records]
+    commits = sorted({(p.get("git_commit") or "unknown")[:10] + (" (dirty)" if p.get("git_dirty") else "") for p in prov})
     return (f"<!-- generated from results files; edit the results, not this block -->\n"
             f"_Generated by `{command}` from {len(records)} results files; hardware: {hardware}; "
-            f"code: {', '.join(c[:10] for c in commits)}._")
+            f"code: {', '.join(commits)}._")
 
 
 def readme_blocks(records: list[Record], root: Path, readme: Path, command: str, plots: dict,

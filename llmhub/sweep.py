@@ -394,7 +394,11 @@ def main(args) -> None:
     if not args.dry_run:
         from .results import write_json
 
-        write_json(root / "sweep.json", {"grid": str(args.grid), "spec": spec, "set": args.set, "grid_axes": args.axes,
+        try:  # repository-relative, so committed sweep files hold no machine paths
+            grid_name = str(Path(args.grid).resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            grid_name = Path(args.grid).name
+        write_json(root / "sweep.json", {"grid": grid_name, "spec": spec, "set": args.set, "grid_axes": args.axes,
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,
                                                    "overrides": r.overrides} for r in runs]})
     try:

@@ -10,6 +10,7 @@ Endpoints:
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from contextlib import asynccontextmanager
@@ -21,6 +22,10 @@ from fastapi.responses import JSONResponse, Response
 from . import schema
 from .batcher import MicroBatcher, QueueFull
 from .metrics import ServerMetrics
+
+
+class ClientGone(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,35 @@ def create_app(predictor, settings: BatchSettings = BatchSettings(),
     def count(text: str) -> int:
         return len(front_tok(text, add_special_tokens=False)["input_ids"])
 
+    async def until_disconnect(request: Request, work):
+        """Await `work`, but drop it if the client goes away first: a request whose client timed out
+        must not take a place in a batch (its future is cancelled, the batcher skips it)."""
+        task = asyncio.ensure_future(work)
+
+        async def gone():
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(gone())
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            watcher.cancel()
+            return task.result()
+        task.cancel()
+        raise ClientGone()
+
     async def serve(request: Request, endpoint: str, handler) -> JSONResponse:
         start = time.perf_counter()
         try:
             body = schema.parse_json(await request.body(), limits)
             prompt, tokens, budget, shape = handler(body)
-            completion = await state["batcher"].submit(prompt, tokens, budget)
+            completion = await until_disconnect(request, state["batcher"].submit(prompt, tokens, budget))
             metrics.input_tokens.inc(tokens)
             if predictor.family != "encoder":
                 metrics.output_tokens.inc(count(completion))
             response = JSONResponse(shape(completion))
+        except ClientGone:  # nobody to answer; count it as nginx does
+            response = JSONResponse({"error": "client closed the request"}, status_code=499)
         except schema.ApiError as e:
             response = JSONResponse(e.body(), status_code=e.status)
         except QueueFull as e:
@@ -107,6 +131,7 @@ def create_app(predictor, settings: BatchSettings = BatchSettings(),
         batcher = state.get("batcher")
         return {"status": "ok", "mode": settings.mode, "max_batch_size": size, "max_wait_ms": wait_ms,
                 "max_queue": settings.max_queue, "queue_depth": batcher.depth if batcher else 0,
+                "in_flight": batcher.depth + batcher.running if batcher else 0,
                 "batches": batcher.batches if batcher else 0, **predictor.describe()}
 
     @app.get("/metrics")

@@ -94,7 +94,12 @@ class MicroBatcher:
         item = Item(prompt, tokens, max_new_tokens, asyncio.get_running_loop().create_future())
         self.waiting.append(item)
         self._wake.set()
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # the client left: free its place in the queue
+            if item in self.waiting:
+                self.waiting.remove(item)
+            raise
 
     def _pick(self) -> list[Item]:
         """The oldest request plus the waiting ones closest to it in length, same budget first."""

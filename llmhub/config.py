@@ -53,7 +53,7 @@ class DataConfig:
     clean: str = _f("raw", "20 Newsgroups text: raw | strip (headers, footers, quotes removed)")
     train_sample_fraction: float = _f(1.0, "share of the train split, 0 < F <= 1 (stratified)")
     train_samples: int | None = _f(None, "exact number of train examples (overrides the fraction)")
-    test_samples: int | None = _f(None, "evaluate on the first N test examples (default: all)")
+    test_samples: int | None = _f(None, "evaluate on N test examples: the first N, stratified for classification (default: all)")
     max_source_length: int = _f(512, "tokens kept of each input (prompt included)")
     max_target_length: int = _f(128, "tokens kept of each target")
 

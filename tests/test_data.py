@@ -93,3 +93,12 @@ def test_missing_column(tmp_path):
                    input_column="text", target_column="label")
     with pytest.raises(HubError, match="no column 'label'"):
         load_task(data, 1)
+
+
+@needs_shared
+def test_classification_test_subset_is_stratified_and_fixed():
+    data = cfg_for(task="classification", clean="strip", data_dir=str(SHARED_DATA), test_samples=200)
+    a = load_task(data, seed=1, splits=("test",))["test"]
+    b = load_task(data, seed=2, splits=("test",))["test"]
+    assert len(a) == 200 and len({r["target"] for r in a}) == 20
+    assert [r["id"] for r in a] == [r["id"] for r in b]  # the training seed does not move the test subset

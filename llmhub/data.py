@@ -6,6 +6,7 @@ a reference text, and test rows may carry `references` (several references per i
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import json
 import math
@@ -101,24 +102,36 @@ def load_split(data_cfg, split: str) -> list[dict]:
     """Rows {"id", "input", "target"[, "references"]} of one split, cleaned, not yet sampled."""
     spec = task_spec(data_cfg)
     path = _split_path(data_cfg, spec, split)
-    records = read_records(path)
     if data_cfg.clean not in ("raw", "strip"):
         raise HubError(f"unknown clean mode '{data_cfg.clean}'; allowed: raw, strip")
+    if not path.is_file():
+        raise HubError(f"data file not found: {path}")
+    # Cleaning 11k posts takes seconds; a sweep reads the same split once per run, so keep it.
+    stat = path.stat()
+    return list(_load_split(data_cfg.task, spec, str(path), stat.st_mtime_ns, stat.st_size,
+                            data_cfg.clean, split))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_split(task: str, spec: TaskSpec, path: str, _mtime: int, _size: int, clean: str,
+                split: str) -> tuple[dict, ...]:
+    path = Path(path)
+    records = read_records(path)
     rows = []
     for i, rec in enumerate(records):
         for col in (spec.input_column, spec.target_column):
             if col not in rec:
                 raise HubError(f"{path}: row {i + 1} has no column '{col}' (columns: {', '.join(rec)})")
         text, target = str(rec[spec.input_column]), str(rec[spec.target_column])
-        if data_cfg.task == "classification" and data_cfg.clean == "strip":
+        if task == "classification" and clean == "strip":
             text = clean_newsgroup(text)
             if not text and split == "train":  # nothing to learn from; the test split stays whole
                 continue
         rid = str(rec[spec.id_column]) if spec.id_column and spec.id_column in rec else str(i)
         rows.append({"id": rid, "input": text, "target": target})
-    if split == "test" and data_cfg.task == "dialogsum":
+    if split == "test" and task == "dialogsum":
         rows = group_references(rows)
-    return rows
+    return tuple(rows)
 
 
 def group_references(rows: list[dict]) -> list[dict]:

@@ -1,16 +1,30 @@
 """Peak resident memory of a LoRA training step: fp32 base vs QLoRA (4-bit nf4 base), same batch.
 
-Each variant runs in a fresh Python process, so neither inherits the other's allocations, and reports
-its peak RSS (ru_maxrss: weights + activations + optimizer state + the Python/torch runtime). The model
-is loaded and wrapped through the engine (models.load_base_model, methods.wrap) exactly as a training
-run does, then trains `--steps` optimizer steps on one fixed batch of random token ids (memory does not
-depend on the text). Last line: `memory_ratio=<qlora peak / fp32 peak>`.
+Each variant runs in a fresh Python process, so neither inherits the other's allocations. The model is
+loaded and wrapped through the engine (models.load_base_model, methods.wrap) exactly as a training run
+does: fp32 base + method `lora`, or nf4 base (`quantize_4bit=True`) + method `qlora`. Then:
 
-    python benchmarks/bench_qlora_memory.py            # SmolLM2-135M, batch 4 x 256 tokens, 2 steps
+1. `--warmup_steps` training steps (allocates the AdamW state and torch's one-time buffers);
+2. `gc.collect()` and glibc `malloc_trim(0)`, so heap freed by loading (QLoRA reads the fp32 checkpoint
+   to quantise it) and by the warm-up is given back to the operating system;
+3. the kernel's peak-RSS counter (VmHWM) is reset by writing "5" to /proc/self/clear_refs, and VmRSS
+   is read right before the step;
+4. `--steps` measured training steps (forward, backward, AdamW step) on one fixed batch of random
+   token ids (memory does not depend on the text);
+5. VmHWM is read from /proc/self/status: the peak resident memory of the process during the step(s).
+
+The peak therefore still contains everything resident while the step runs (Python/torch runtime,
+weights, LoRA weights and optimizer state, activations, gradients), but not the transient peaks of
+loading or quantising. If /proc/self/clear_refs is not writable the script falls back to ru_maxrss
+(the whole process's peak since start) and says so. Last line: `memory_ratio=<qlora peak / fp32 peak>`.
+
+    python benchmarks/bench_qlora_memory.py            # SmolLM2-135M, batch 2 x 256 tokens, 1+1 steps
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import platform
 import resource
@@ -21,25 +35,101 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+MB = 2**20
 
 
-def rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+def status_mb() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon and RssFile of this process from /proc/self/status, in MiB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(rest.split()[0]) / 1024  # reported in kB
+    return out
+
+
+def mapped_rss_mb(folder: str) -> float | None:
+    """Resident MiB of the memory mappings of files inside `folder` (the memory-mapped checkpoint)."""
+    folder = str(Path(folder).resolve()) + "/"
+    total, current = 0, False
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
+            current = len(head) > 5 and head[5].startswith(folder)
+        elif current and line.startswith("Rss:"):
+            total += int(head[1])
+    return total / 1024
+
+
+def ru_maxrss_mb() -> float:
+    """Peak resident memory of this process since it started (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def current_rss_mb() -> float:
-    """Resident memory right now (VmRSS), unlike ru_maxrss which never goes down."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def release_heap() -> bool:
+    """Collect garbage and give freed malloc heap back to the OS; False if glibc's malloc_trim is absent."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
-def weight_mb(model) -> float:
-    """Bytes held by parameters and buffers (4-bit weights count at their packed size)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write "5" to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_breakdown(model) -> dict:
+    """Bytes of parameters and buffers by kind, computed from the model (tied tensors counted once)."""
+    import torch
+
+    params = dict(model.named_parameters())  # named_parameters() yields a tied tensor once
+    buffers = dict(model.named_buffers())
+    quantized = {n: p for n, p in params.items() if type(p).__name__ == "Params4bit"}
+    trainable = {n: p for n, p in params.items() if p.requires_grad and n not in quantized}
+    frozen = {n: p for n, p in params.items() if n not in quantized and n not in trainable}
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+
+    quant_state = 0  # nf4 block constants live beside the packed weight, not in parameters/buffers
+    for p in quantized.values():
+        qs = getattr(p, "quant_state", None)
+        for t in (getattr(qs, "absmax", None), getattr(qs, "code", None),
+                  getattr(getattr(qs, "state2", None), "absmax", None),
+                  getattr(getattr(qs, "state2", None), "code", None)):
+            if isinstance(t, torch.Tensor):
+                quant_state += t.numel() * t.element_size()
+
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight is emb
+    big_frozen = sorted(((n, p) for n, p in frozen.items()), key=lambda kv: -kv[1].numel())[:1]
+    return {
+        "params_buffers_mb": (nbytes(params.values()) + nbytes(buffers.values())) / MB,
+        "quantized_4bit_mb": nbytes(quantized.values()) / MB,
+        "quantized_4bit_params": sum(int(p.quant_state.shape.numel()) for p in quantized.values()
+                                     if getattr(p, "quant_state", None) is not None),
+        "quant_state_mb": quant_state / MB,
+        "frozen_unquantized_mb": nbytes(frozen.values()) / MB,
+        "frozen_unquantized_params": sum(p.numel() for p in frozen.values()),
+        "trainable_mb": nbytes(trainable.values()) / MB,
+        "trainable_params": sum(p.numel() for p in trainable.values()),
+        "buffers_mb": nbytes(buffers.values()) / MB,
+        "embedding": {"shape": list(emb.shape), "dtype": str(emb.dtype).replace("torch.", ""),
+                      "params": emb.numel(), "mb": emb.numel() * emb.element_size() / MB,
+                      "tied_with_lm_head": tied, "quantized": type(emb).__name__ == "Params4bit"},
+        "largest_unquantized": big_frozen[0][0] if big_frozen else None,
+    }
 
 
 def child(args) -> None:
@@ -50,7 +140,7 @@ def child(args) -> None:
     from llmhub.config import MethodConfig
 
     torch.manual_seed(0)
-    rss_runtime = rss_mb()
+    rss_runtime = status_mb()["VmRSS"]
     path = models.resolve_path(args.model)
     qlora = args.variant == "qlora"
     model = models.load_base_model(path, "causal", torch.float32, quantize_4bit=qlora)
@@ -59,31 +149,59 @@ def child(args) -> None:
     if args.gradient_checkpointing:  # same in both variants: recompute activations in backward
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    rss_loaded, rss_loaded_now, weights = rss_mb(), current_rss_mb(), weight_mb(model)
-    trainable, total = methods.trainable_parameters(model)
+    peak_load = ru_maxrss_mb()
+    rss_loaded = status_mb()["VmRSS"]
+    breakdown = memory_breakdown(model)
     ids = torch.randint(10, model.config.vocab_size, (args.batch_size, args.seq_len),
                         generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
+
+    def step() -> float:
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
-    seconds = (time.perf_counter() - start) / args.steps
-    print(json.dumps({"variant": args.variant, "peak_rss_mb": rss_mb(), "rss_after_load_mb": rss_loaded,
-                      "rss_now_after_load_mb": rss_loaded_now, "weights_mb": weights,
-                      "rss_runtime_mb": rss_runtime, "seconds_per_step": seconds, "loss": loss.item(),
-                      "trainable_params": trainable, "total_params": total}))
+        return loss.item()
+
+    for _ in range(args.warmup_steps):
+        step()
+    trimmed = release_heap()
+    reset = reset_peak_rss()
+    before = status_mb()
+    ckpt_before = mapped_rss_mb(path) if Path(path).is_dir() else None
+    start = time.perf_counter()
+    losses = [step() for _ in range(args.steps)]
+    seconds = (time.perf_counter() - start) / max(args.steps, 1)
+    after = status_mb()
+    ckpt_after = mapped_rss_mb(path) if Path(path).is_dir() else None
+    peak = after["VmHWM"] if reset else ru_maxrss_mb()
+    print(json.dumps({
+        "variant": args.variant,
+        "peak_source": "VmHWM after clear_refs reset" if reset else "ru_maxrss (clear_refs not writable: "
+                                                                   "whole-process peak since start)",
+        "malloc_trim": trimmed,
+        "step_peak_rss_mb": peak,
+        "rss_before_step_mb": before["VmRSS"], "rss_anon_before_step_mb": before.get("RssAnon"),
+        "rss_file_before_step_mb": before.get("RssFile"),
+        "checkpoint_mapped_rss_before_step_mb": ckpt_before, "checkpoint_mapped_rss_after_step_mb": ckpt_after,
+        "rss_after_step_mb": after["VmRSS"],
+        "step_increment_mb": peak - before["VmRSS"],
+        "rss_after_load_mb": rss_loaded, "process_peak_through_load_mb": peak_load,
+        "rss_runtime_mb": rss_runtime, "process_peak_rss_mb": ru_maxrss_mb(),
+        "seconds_per_step": seconds, "loss": losses[-1] if losses else None,
+        **breakdown,
+    }))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="registry name, hub id or folder (causal LM)")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--seq_len", type=int, default=256)
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--warmup_steps", type=int, default=1, help="unmeasured steps before the reset")
+    p.add_argument("--steps", type=int, default=1, help="measured training steps")
     p.add_argument("--lora_r", type=int, default=8)
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute activations in backward (both variants)")
@@ -91,6 +209,8 @@ def main() -> None:
     p.add_argument("--data_dir", help="accepted for `make bench`; unused (the batch is random token ids)")
     p.add_argument("--variant", choices=["fp32", "qlora"], help=argparse.SUPPRESS)  # set in the child
     args = p.parse_args()
+    if args.steps < 1:
+        p.error("--steps must be at least 1")
     if args.variant:
         child(args)
         return
@@ -99,33 +219,60 @@ def main() -> None:
     from llmhub.results import hardware, provenance, write_json
 
     resolve_path(args.model)  # converts/caches the offline model once, outside the measured processes
+    flags = ["--model", args.model, "--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len),
+             "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps), "--lora_r", str(args.lora_r)]
+    flags += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
+    print(f"batch {args.batch_size} x {args.seq_len} tokens, LoRA r {args.lora_r}, {args.warmup_steps} warm-up + "
+          f"{args.steps} measured step(s), gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     runs = {}
     for variant in ("fp32", "qlora"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--batch_size",
-               str(args.batch_size), "--seq_len", str(args.seq_len), "--steps", str(args.steps),
-               "--lora_r", str(args.lora_r)] + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--variant", variant, *flags],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"error: the {variant} run failed: {proc.stderr.strip().splitlines()[-1]}")
         runs[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r = runs[variant]
-        print(f"{variant:6s} peak RSS {r['peak_rss_mb']:6.0f} MB | weights {r['weights_mb']:5.0f} MB | "
-              f"RSS after load {r['rss_now_after_load_mb']:5.0f} MB (peak {r['rss_after_load_mb']:5.0f}) | "
-              f"runtime {r['rss_runtime_mb']:4.0f} MB | {r['seconds_per_step']:.1f} s/step")
-    ratio = runs["qlora"]["peak_rss_mb"] / runs["fp32"]["peak_rss_mb"]
+
+    f, q = runs["fp32"], runs["qlora"]
+    rows = [("step peak RSS (VmHWM)", "step_peak_rss_mb"), ("RSS right before the step", "rss_before_step_mb"),
+            ("step increment (peak - before)", "step_increment_mb"),
+            ("  before: anonymous", "rss_anon_before_step_mb"), ("  before: file-backed", "rss_file_before_step_mb"),
+            ("  before: checkpoint file mapped", "checkpoint_mapped_rss_before_step_mb"),
+            ("parameters + buffers", "params_buffers_mb"),
+            ("  frozen, unquantised", "frozen_unquantized_mb"), ("  4-bit packed", "quantized_4bit_mb"),
+            ("  LoRA (trainable)", "trainable_mb"), ("RSS after load", "rss_after_load_mb"),
+            ("process peak through load", "process_peak_through_load_mb"), ("runtime before load", "rss_runtime_mb")]
+    print(f"{'MiB':32s} {'fp32':>8s} {'qlora':>8s} {'ratio':>6s}")
+    cell = lambda v: f"{v:8.0f}" if v is not None else f"{'-':>8s}"  # noqa: E731
+    for label, key in rows:
+        ratio = f"{q[key] / f[key]:6.2f}" if f[key] and q[key] is not None else "     -"
+        print(f"{label:32s} {cell(f[key])} {cell(q[key])} {ratio}")
+    print(f"{'seconds per step':32s} {f['seconds_per_step']:8.1f} {q['seconds_per_step']:8.1f}")
+    e = q["embedding"]
+    print(f"unquantised in both: embedding {e['shape'][0]}x{e['shape'][1]} {e['dtype']} "
+          f"({e['params'] / 1e6:.1f}M params, {e['mb']:.0f} MiB, tied with lm_head: {e['tied_with_lm_head']}); "
+          f"QLoRA frozen unquantised total {q['frozen_unquantized_params'] / 1e6:.1f}M params")
+    if not q["peak_source"].startswith("VmHWM"):
+        print(f"note: peak from {q['peak_source']}")
+
+    ratio = q["step_peak_rss_mb"] / f["step_peak_rss_mb"]
     record = {"benchmark": "qlora_memory", "model": args.model, "batch_size": args.batch_size,
-              "seq_len": args.seq_len, "steps": args.steps, "lora_r": args.lora_r,
-              "gradient_checkpointing": args.gradient_checkpointing, "runs": runs,
-              "weights_ratio": runs["qlora"]["weights_mb"] / runs["fp32"]["weights_mb"],
-              "memory_ratio": ratio, "goal": "memory_ratio <= 0.5", "hardware": hardware(),
-              "python": platform.python_version(), "provenance": provenance(0),
+              "seq_len": args.seq_len, "warmup_steps": args.warmup_steps, "steps": args.steps,
+              "lora_r": args.lora_r, "gradient_checkpointing": args.gradient_checkpointing,
+              "measure": "VmHWM of the process during the measured step(s), reset via /proc/self/clear_refs "
+                         "after warm-up, gc.collect() and malloc_trim(0)",
+              "runs": runs,
+              "weights_ratio": q["params_buffers_mb"] / f["params_buffers_mb"],
+              "memory_ratio": ratio, "goal": "memory_ratio <= 0.5", "goal_met": ratio <= 0.5,
+              "hardware": hardware(), "python": platform.python_version(), "provenance": provenance(0),
               "command": "python benchmarks/bench_qlora_memory.py " + " ".join(
-                  f"--{k} {v}" for k, v in (("model", args.model), ("batch_size", args.batch_size),
-                                            ("seq_len", args.seq_len), ("steps", args.steps)))
-              + (" --gradient_checkpointing" if args.gradient_checkpointing else "")}
+                  a for a in flags if a)}
     write_json(args.output, record)
     print(f"weights_ratio={record['weights_ratio']:.3f} (parameters and buffers only)")
-    print(f"written: {args.output}")
+    try:
+        shown = Path(args.output).resolve().relative_to(ROOT)
+    except ValueError:
+        shown = args.output
+    print(f"written: {shown}")
     print(f"memory_ratio={ratio:.3f}")
 
 

@@ -38,8 +38,10 @@ def _tokenizer(name: str | None):
         return None
     from llmhub import models
 
-    models.load_config(name)  # an unknown name fails with one line
-    return models.load_tokenizer(models.resolve_path(name), "causal")
+    try:
+        return models.load_tokenizer(models.resolve_path(name), "causal")
+    except (OSError, ValueError) as e:
+        raise HubError(f"cannot load tokenizer '{name}': {str(e).splitlines()[0][:160]}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,9 +88,9 @@ def summarise(report: dict, results: list[dict], meta: list[dict], tokenizer, se
     thr = report["throughput"]
     cost = dollars_per_hour / (thr * 3600 * per_request) * 1000 if thr > 0 and per_request else None
     lat = report["latencies"]
-    return {"label": label, "server": server, "offered_rps": rate, "achieved_rps": round(report["rate"], 4),
+    return {"label": label, "server": server, "offered_rps": rate, "achieved_rps": round(report["rate"], 6),
             "requests": report["requests"], "success": round(report["success"], 4),
-            "throughput_rps": round(thr, 4), "p50_s": lat["50th"] / NS, "p90_s": lat["90th"] / NS,
+            "throughput_rps": round(thr, 6), "p50_s": lat["50th"] / NS, "p90_s": lat["90th"] / NS,
             "p99_s": lat["99th"] / NS, "max_s": lat["max"] / NS,
             "mean_input_tokens": round(sum(tokens_in) / len(tokens_in), 1) if tokens_in else None,
             "mean_output_tokens": round(sum(tokens_out) / len(tokens_out), 1) if tokens_out else None,

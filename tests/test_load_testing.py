@@ -1,0 +1,125 @@
+"""The load-testing harness against a real tiny server on 127.0.0.1: targets in Vegeta's format,
+the built-in attacker's achieved rate and counts, a CLI sweep with CSV, plot and cost, and one-line
+errors for bad input."""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference.launch import ServerProcess, free_port
+from inference.load_testing import attacker, targets
+from llmhub import models
+from test_server import trained_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "inference" / "load_testing" / "run.py")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_models, data_dir):
+    exp = trained_experiment(tmp_path_factory.mktemp("lt"), tiny_models["llama"], data_dir)
+    with ServerProcess(["--experiment_dir", str(exp), "--mode", "batched", "--max_wait_ms", "20"]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_dir):
+    return models.load_tokenizer(str(tokenizer_dir), "causal")
+
+
+def test_targets_per_server_type(tmp_path, data_dir, tok):
+    raws = targets.pick_inputs(data_dir, "summarization", tok, 5, target_tokens=20)
+    assert len(raws) == 5 and all(abs(len(tok(r, add_special_tokens=False)["input_ids"]) - 20) <= 4 or
+                                  len(tok(r, add_special_tokens=False)["input_ids"]) <= 20 for r in raws)
+    prompts = targets.render(tok, "causal", "summarization", raws)
+    bodies = {}
+    for server in targets.SERVERS:
+        path = targets.write_targets(tmp_path / f"{server}.jsonl", server, "http://127.0.0.1:1", raws, prompts, tok, 7)
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        assert len(lines) == 5 and lines[0]["method"] == "POST"
+        assert lines[0]["header"] == {"Content-Type": ["application/json"]}
+        assert lines[0]["url"] == "http://127.0.0.1:1" + targets.SERVERS[server]
+        bodies[server] = json.loads(base64.b64decode(lines[0]["body"]))
+        assert targets.read_meta(path)[0]["input_tokens"] == len(tok(prompts[0])["input_ids"])
+    assert bodies["fastapi"] == bodies["ray"] == {"prompt": raws[0], "max_new_tokens": 7}
+    assert bodies["tgi"] == {"inputs": prompts[0], "parameters": {"max_new_tokens": 7}}
+    assert prompts[0].startswith("### Dialogue: ") and prompts[0].endswith("### Summary: ")
+    assert bodies["vllm"]["prompt"] == prompts[0] and bodies["vllm"]["max_tokens"] == 7
+    assert bodies["vllm"]["temperature"] == 0
+
+
+def test_attacker_rate_and_counts(server, tmp_path, data_dir, tok):
+    raws = targets.pick_inputs(data_dir, "summarization", tok, 4, target_tokens=20)
+    path = targets.write_targets(tmp_path / "t.jsonl", "fastapi", server.url, raws,
+                                 targets.render(tok, "causal", "summarization", raws), tok, 4)
+    results = attacker.run_attack(targets.read_targets(path), rate=10, duration=2)
+    rep = attacker.report(results)
+    assert rep["requests"] == 20 and [r["seq"] for r in results] == list(range(20))
+    assert rep["status_codes"] == {"200": 20} and rep["success"] == 1.0 and rep["errors"] == []
+    assert abs(rep["rate"] - 10) / 10 < 0.15, rep["rate"]  # open loop: the offered rate is kept
+    assert 0 < rep["throughput"] <= rep["rate"]
+    lat = rep["latencies"]
+    assert 0 < lat["min"] <= lat["50th"] <= lat["90th"] <= lat["95th"] <= lat["99th"] <= lat["max"]
+    assert lat["mean"] * 20 == pytest.approx(lat["total"], abs=20)
+    assert {"earliest", "latest", "end", "duration", "wait", "bytes_in", "bytes_out"} <= set(rep)
+    # targets are used round-robin, as Vegeta does
+    assert all(json.loads(base64.b64decode(r["body"]))["prediction"] is not None for r in results)
+
+
+def test_sweep_cli_csv_plot_and_cost(server, tmp_path, data_dir, tokenizer_dir):
+    tfile = tmp_path / "fastapi.jsonl"
+    r = subprocess.run(RUN + ["targets", "--server", "fastapi", "--url", server.url, "--data_dir", str(data_dir),
+                              "--tokenizer", str(tokenizer_dir), "--n", "4", "--input_tokens", "20",
+                              "--max_new_tokens", "4", "--out", str(tfile)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "sweep"
+    r = subprocess.run(RUN + ["attack", "--server", "fastapi", "--targets", str(tfile), "--rates", "8,4",
+                              "--duration", "1.5", "--label", "tiny-batched", "--out", str(out),
+                              "--tokenizer", str(tokenizer_dir), "--cost_per_hour", "1.624", "--p90_bound", "10"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "using the built-in open-loop attacker" in r.stderr  # no vegeta on this machine
+    assert "sustained: 8 rps" in r.stdout
+    assert sorted(p.name for p in out.glob("rate_*.json")) == ["rate_4.json", "rate_8.json"]
+    rep = json.loads((out / "rate_8.json").read_text())
+    assert rep["report"]["requests"] == 12 and rep["summary"]["passed"]
+    csv_path, png = tmp_path / "sweep.csv", tmp_path / "sweep.png"
+    r = subprocess.run(RUN + ["summarize", str(out), "--csv", str(csv_path), "--plot", str(png)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert png.stat().st_size > 10_000
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [float(x["offered_rps"]) for x in rows] == [4.0, 8.0]
+    for row in rows:  # cost from the achieved throughput and the real token counts
+        tokens = float(row["mean_input_tokens"]) + float(row["mean_output_tokens"])
+        expected = 1.624 / (float(row["throughput_rps"]) * 3600 * tokens) * 1000
+        assert float(row["cost_per_1k_tokens"]) == pytest.approx(expected, rel=5e-3)  # means rounded to 0.1
+        assert float(row["mean_output_tokens"]) > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--server", "triton"], "unknown server type 'triton'; allowed: fastapi, ray, tgi, vllm"),
+    (["--rates", "0"], "rates must be > 0 requests per second, got 0"),
+    (["--rates", "2,-1"], "rates must be > 0 requests per second, got -1"),
+    ([], "cannot reach http://127.0.0.1:{port}"),
+])
+def test_bad_input_is_one_line(tmp_path, tok, args, message):
+    port = free_port()  # nothing listens there
+    tfile = targets.write_targets(tmp_path / "t.jsonl", "fastapi", f"http://127.0.0.1:{port}", ["hi"], ["hi"], tok, 4)
+    base = {"--server": "fastapi", "--rates": "1"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    cmd = RUN + ["attack", "--targets", str(tfile), "--duration", "1", "--label", "x", "--out", str(tmp_path / "o")]
+    for k, v in base.items():
+        cmd += [k, v]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: " + message.format(port=port)), r.stderr
+    assert "Traceback" not in r.stderr

@@ -8,8 +8,8 @@ from .recipes import defaults
 
 
 def demo(args) -> None:
-    from .experiment import evaluate_into, prepare, train_experiment
-    from .models import load_base_model, load_tokenizer, resolve_dtype
+    from .baseline import run_baseline
+    from .experiment import train_experiment
     from .results import read_results
 
     out = Path(args.output_dir)
@@ -21,14 +21,8 @@ def demo(args) -> None:
     table = {}
     zs_dir = out / "zero-shot"
     if not (zs_dir / "results.json").exists():
-        zs_cfg = apply_overrides(cfg, {"output_dir": str(zs_dir)})
-        s = prepare(zs_cfg, splits=("test",), mode="zero-shot")
-        tok = load_tokenizer(s.path, s.family)
-        model = load_base_model(s.path, s.family, resolve_dtype(cfg.model.torch_dtype))
-        zs_dir.mkdir(parents=True, exist_ok=True)
-        zs_cfg.dump(zs_dir / "config.yaml")
         print("zero-shot evaluation of the base model")
-        evaluate_into(zs_dir, model, tok, s, {}, mode="zero-shot")
+        run_baseline(apply_overrides(cfg, {"output_dir": str(zs_dir)}), "zero-shot")
     table["SmolLM2-135M zero-shot"] = read_results(zs_dir / "results.json")
     ft_dir = out / "lora"
     if not (ft_dir / "results.json").exists():

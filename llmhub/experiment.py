@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from . import data as data_mod
 from . import generate, methods, metrics, models
@@ -117,26 +116,19 @@ def _labels(model_dir: Path) -> list[str] | None:
     return json.loads(labels.read_text()) if labels.exists() else None
 
 
-def predict(model, tok, s: Setup, rows: list[dict], mode: str = "finetune",
-            examples: list[dict] | None = None, progress: bool = True) -> list[str]:
-    """Predictions for rows: labels for encoders, generated (and cleaned) text otherwise."""
-    from . import prompts
-
+def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> list[str]:
+    """Predictions for rows with the fine-tuning template: labels for encoders, generated (and
+    cleaned) text otherwise. Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    if mode == "finetune":
-        prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length)
-    else:
-        prompt_texts = [prompts.render(s.style, s.kind, t, mode, s.labels, examples) for t in texts]
-    spec = data_mod.task_spec(cfg.data)
-    max_new = cfg.eval.max_new_tokens or spec.max_new_tokens
+    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length)
+    max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     tok.padding_side = "left" if s.family == "causal" else "right"
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
-                             max_source_length=cfg.data.max_source_length + 1024 * (mode != "finetune"),
-                             progress=progress)
+                             max_source_length=cfg.data.max_source_length, progress=progress)
 
 
 def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[dict]]:
@@ -153,16 +145,15 @@ def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[di
     return result, preds
 
 
-def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, mode: str = "finetune",
-                  examples: list[dict] | None = None) -> dict:
+def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
     """Predict the test split, score it, write predictions.jsonl then results.json."""
     rows = s.splits["test"]
     start = time.perf_counter()
-    outputs = predict(model, tok, s, rows, mode, examples)
+    outputs = predict(model, tok, s, rows)
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    record = {"metrics": result, "config": s.cfg.to_dict(), "mode": mode, **extra,
+    record = {"metrics": result, "config": s.cfg.to_dict(), "mode": "finetune", **extra,
               "eval": {"seconds": seconds, "examples": len(rows),
                        "examples_per_second": len(rows) / seconds if seconds else None},
               "provenance": provenance(s.cfg.train.seed)}
@@ -225,6 +216,3 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None) -> d
     previous = read_results(exp_dir / "results.json") if (exp_dir / "results.json").exists() else {}
     return evaluate_into(exp_dir, model, tok, s, {"train": previous.get("train")})
 
-
-def device_note() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()}"

@@ -44,6 +44,7 @@ class ServerProcess:
             fd, name = tempfile.mkstemp(prefix="llmhub-server-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + self.startup_timeout

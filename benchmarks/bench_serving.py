@@ -81,6 +81,20 @@ def one_request_seconds(url: str, body: bytes, n: int = 2) -> float:
     return (time.perf_counter() - start) / n
 
 
+def model_capacity(url: str) -> dict:
+    """From the server's own metrics: requests answered per second of model time, over every batch
+    it ran (calibration included). Unlike a short run's throughput, this has no start-up or drain
+    time in it: it is the rate the server could keep up with at the batch sizes that occurred."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m = {s.name: s.value for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text)
+         for s in fam.samples if not s.labels}
+    size, secs, batches = m["llmhub_batch_size_sum"], m["llmhub_batch_seconds_sum"], m["llmhub_batch_size_count"]
+    return {"batches": int(batches), "mean_batch_size": size / batches, "model_seconds": secs,
+            "capacity_rps": size / secs}
+
+
 def search(grid: list[float], attack, fallback_steps: int = 2) -> list[dict]:
     """Rates of `grid` in ascending order until one fails; if the very first fails, step down by
     x0.75 (at most fallback_steps times) until one passes, so a slow machine still gets a figure."""
@@ -140,7 +154,7 @@ def main() -> None:
                 rates = [r["offered_rps"] for r in sweep_rows]
                 rows += sweep_rows
                 best = plots.sustained(sweep_rows, label)
-                record["modes"][mode] = {"rates": rates, "sustained": best}
+                record["modes"][mode] = {"rates": rates, "sustained": best, **model_capacity(srv.url)}
         record["s1_seconds"] = s1
         record["load_average_end"] = os.getloadavg()
         record["provenance"] = provenance(seed=0)
@@ -156,9 +170,14 @@ def main() -> None:
         print(f"\nsustained = highest offered rate with >= 99 % success and p90 <= {args.p90_bound:g} s")
         for mode in ("naive", "batched"):
             b = record["modes"][mode]["sustained"]
+            m = record["modes"][mode]
             print(f"{mode:8s} " + (f"sustained {b['offered_rps']:.3f} rps, throughput {b['throughput_rps']:.3f} rps, "
                                    f"p90 {b['p90_s']:.2f} s, ${b['cost_per_1k_tokens']:.5f}/1K tokens at "
-                                   f"${args.cost_per_hour}/h" if b else "sustained no rate of its grid"))
+                                   f"${args.cost_per_hour}/h" if b else "sustained no rate of its grid")
+                  + f"; model-time capacity {m['capacity_rps']:.3f} rps (mean batch {m['mean_batch_size']:.1f})")
+        cn, cb = (record["modes"][m]["capacity_rps"] for m in ("naive", "batched"))
+        record["capacity_ratio"] = cb / cn
+        print(f"capacity ratio (batched/naive, requests per model-second) = {cb / cn:.2f}")
         print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}")
         print(f"speedup={speedup:.2f}" if speedup else "speedup=nan")
 

@@ -10,8 +10,8 @@ replica gathers up to --max_batch_size requests or waits --batch_wait_ms (Serve'
 runs them as one greedy `generate` call in a worker thread. Beyond --max_queue waiting requests Ray
 Serve itself answers 503. On a GPU cluster give each replica a GPU with --gpus_per_replica 1.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve's ingress copies the methods into FastAPI
+# routes, which must see `Request` as a class, not a string, or every call is a 422.
 import argparse
 import asyncio
 import copy
@@ -33,7 +33,7 @@ api = FastAPI(title="llmhub on Ray Serve", docs_url=None, redoc_url=None)
 @serve.deployment
 @serve.ingress(api)
 class RayPredictor:
-    def __init__(self, experiment_dir: str | None, model: str | None, overrides: dict, max_batch_size: int,
+    def __init__(self, experiment_dir, model, overrides: dict, max_batch_size: int,
                  batch_wait_ms: float, threads: int, limits: schema.Limits):
         import torch
 
@@ -84,7 +84,7 @@ class RayPredictor:
         return {"status": "ok", "mode": "ray", "batches": self.batches, "time": time.time(), **self.p.describe()}
 
 
-def build_app(experiment_dir: str | None = None, model: str | None = None, overrides: dict | None = None,
+def build_app(experiment_dir=None, model=None, overrides=None,
               num_replicas: int = 1, max_batch_size: int = 16, batch_wait_ms: float = 50.0, max_queue: int = 128,
               threads: int = 2, cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
               limits: schema.Limits = schema.Limits()):

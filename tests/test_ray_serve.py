@@ -40,7 +40,7 @@ def test_ray_deployment_answers_and_batches(ray_app):
     with cf.ThreadPoolExecutor(n) as pool:
         answers = list(pool.map(lambda i: httpx.post(url + "/predict", json={"prompt": rows[i % len(rows)]["input"]},
                                                      timeout=120), range(n)))
-    assert [a.status_code for a in answers] == [200] * n
+    assert [a.status_code for a in answers] == [200] * n, answers[0].text
     assert [a.json()["prediction"] for a in answers] == [rows[i % len(rows)]["expected"] for i in range(n)]
     health = httpx.get(url + "/health", timeout=30).json()
     assert health["mode"] == "ray" and 1 <= health["batches"] < n

@@ -133,7 +133,8 @@ def main() -> None:
                  "batched": (common + ["--mode", "batched", "--max_batch_size", str(args.max_batch_size),
                                        "--max_wait_ms", str(args.max_wait_ms)], args.batched_grid)}
         shown = {k: (os.path.relpath(v, ROOT) if k in ("out", "plot") else v) for k, v in vars(args).items()}
-        record = {"args": shown,  # paths relative to the repository: no machine's layout in results "load_average_start": os.getloadavg(), "modes": {}}
+        # Paths relative to the repository: no machine's layout in the results.
+        record = {"args": shown, "load_average_start": os.getloadavg(), "modes": {}}
         s1 = None
         rows = []
         for mode, (server_args, grid) in modes.items():

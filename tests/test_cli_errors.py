@@ -57,24 +57,20 @@ def test_bad_train_input(base_args, tmp_path, extra, message):
         assert not (tmp_path / "out").exists()
 
 
-def test_empty_after_sampling_and_missing_file(base_args, tmp_path):
-    (tmp_path / "empty.jsonl").write_text("")
+@pytest.mark.parametrize("content,message", [
+    ("", "empty"),
+    (None, "data file not found"),
+    ('{"input": "a", "target": "b"}\n{"input": \n', "data.jsonl:2: malformed JSON"),
+    ('{"input": "a"}\n', "no column 'target'"),
+])
+def test_bad_custom_data_file(base_args, tmp_path, content, message):
+    data = tmp_path / "data.jsonl"
+    if content is not None:
+        data.write_text(content)
     args = [a if a != "summarization" else "custom" for a in base_args]
-    proc = run(*args, "--train_file", str(tmp_path / "empty.jsonl"), "--test_file", str(tmp_path / "empty.jsonl"))
-    assert proc.returncode == 2 and "empty" in error_line(proc)
-    proc = run(*args, "--train_file", str(tmp_path / "missing.jsonl"), "--test_file", str(tmp_path / "x.jsonl"))
-    assert proc.returncode == 2 and "data file not found" in error_line(proc)
+    proc = run(*args, "--train_file", str(data), "--test_file", str(data))
+    assert proc.returncode == 2 and message in error_line(proc)
     assert not (tmp_path / "out").exists()
-
-
-def test_malformed_jsonl_and_missing_column(base_args, tmp_path):
-    (tmp_path / "bad.jsonl").write_text('{"input": "a", "target": "b"}\n{"input": \n')
-    (tmp_path / "nocol.jsonl").write_text('{"input": "a"}\n')
-    args = [a if a != "summarization" else "custom" for a in base_args]
-    proc = run(*args, "--train_file", str(tmp_path / "bad.jsonl"), "--test_file", str(tmp_path / "bad.jsonl"))
-    assert proc.returncode == 2 and "bad.jsonl:2: malformed JSON" in error_line(proc)
-    proc = run(*args, "--train_file", str(tmp_path / "nocol.jsonl"), "--test_file", str(tmp_path / "nocol.jsonl"))
-    assert proc.returncode == 2 and "no column 'target'" in error_line(proc)
 
 
 def test_finished_run_is_not_clobbered(base_args, tmp_path):

@@ -46,20 +46,23 @@ def test_resume_after_kill(tiny_models, data_dir, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "llmhub", "train", "--pretrained_ckpt", str(tiny_models["llama"]),
             "--data_dir", str(data_dir), "--task", "summarization", "--train_samples", "16", "--test_samples", "2",
-            "--max_steps", "400", "--save_steps", "5", "--batch_size", "4", "--max_new_tokens", "4",
+            "--max_steps", "2000", "--save_steps", "5", "--batch_size", "4", "--max_new_tokens", "4",
             "--output_dir", str(out)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not (out / "checkpoints" / "checkpoint-10").is_dir():
-        time.sleep(0.2)
+    # save_total_limit rotates old checkpoints away, so wait for any checkpoint at step >= 10
+    saved = lambda: [p for p in (out / "checkpoints").glob("checkpoint-*")  # noqa: E731
+                     if int(p.name.rsplit("-", 1)[1]) >= 10 and (p / "trainer_state.json").is_file()]
+    while time.time() < deadline and not saved():
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (out / "checkpoints" / "checkpoint-10").is_dir(), "no checkpoint appeared"
+    assert saved(), "no checkpoint appeared"
     assert not (out / "results.json").exists()
     done = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["train"]["steps"] == 400
+    assert results["train"]["steps"] == 2000
     assert results["train"]["resumed_from"].rsplit("-", 1)[1] in {"10", "15", "20", "25", "30"} or \
         int(results["train"]["resumed_from"].rsplit("-", 1)[1]) >= 10

@@ -14,6 +14,7 @@ import yaml
 
 from llmhub import report, sweep
 from llmhub.config import RunConfig, apply_overrides
+from llmhub.grid import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +160,7 @@ def test_report_on_a_real_tiny_sweep(tiny_models, data_dir, tmp_path, capsys):
             "test_samples": 4, "epochs": 1, "max_steps": 1, "batch_size": 4, "max_source_length": 64,
             "eval_batch_size": 4, "save_steps": 100}
     spec = {"task": "classification", "name": "n{train_samples}", "base": base, "grid": {"train_samples": [8, 16]}}
-    runs = sweep.expand(spec, tmp_path / "results" / "bert" / "ablate")
+    runs = expand(spec, tmp_path / "results" / "bert" / "ablate")
     assert all(r["status"] == "done" for r in sweep.run_sweep(runs)), capsys.readouterr().err
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     records = report.load_records(tmp_path / "results")

@@ -13,6 +13,7 @@ import yaml
 from llmhub import sweep
 from llmhub.cli import main
 from llmhub.errors import HubError
+from llmhub.grid import expand, load_grid, parse_axes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(ROOT.glob("*/grids/*.yaml"))
@@ -43,7 +44,7 @@ def test_expand_merges_every_depth(tmp_path):
             "base": {"method": {"lora_alpha": 8}, "train.batch_size": 2},
             "grid": {"method.lora_r": [2, 4], "epochs": [1, 2]},
             "runs": [{"name": "full", "method": "full"}, {"name": "summ", "task": "summarization"}]}
-    runs = sweep.expand(spec, tmp_path, sets={"train.learning_rate": 0.01})
+    runs = expand(spec, tmp_path, sets={"train.learning_rate": 0.01})
     assert [r.name for r in runs] == ["r2_e1", "r2_e2", "r4_e1", "r4_e2", "full", "summ"]
     first = runs[0].config
     assert first["method"] == {**first["method"], "method": "lora", "lora_r": 2, "lora_alpha": 8,
@@ -55,21 +56,21 @@ def test_expand_merges_every_depth(tmp_path):
     assert runs[5].config["data"]["task"] == "summarization"
     assert first["output_dir"] == str(tmp_path / "r2_e1")
     # --grid replaces an axis in place; a dict value is a zipped axis of several keys
-    runs = sweep.expand(spec | {"runs": None}, tmp_path, axes=sweep.parse_axes(["lora_r=8", "epochs=[3]"]))
+    runs = expand(spec | {"runs": None}, tmp_path, axes=parse_axes(["lora_r=8", "epochs=[3]"]))
     assert [r.name for r in runs] == ["r8_e3"]
     zipped = {"grid": {"variant": [{"method": "prefix", "num_virtual_tokens": 4}, {"method": "ia3"}]}}
-    assert [r.config["method"]["method"] for r in sweep.expand(zipped, tmp_path)] == ["prefix", "ia3"]
+    assert [r.config["method"]["method"] for r in expand(zipped, tmp_path)] == ["prefix", "ia3"]
 
 
 def test_expand_rejects_bad_grids(tmp_path):
     with pytest.raises(HubError, match="would share the folder 'same'"):
-        sweep.expand({"name": "same", "grid": {"lora_r": [2, 4]}}, tmp_path)
+        expand({"name": "same", "grid": {"lora_r": [2, 4]}}, tmp_path)
     with pytest.raises(HubError, match="'nope' is not a config key"):
-        sweep.expand({"name": "{nope}", "grid": {"lora_r": [2]}}, tmp_path)
+        expand({"name": "{nope}", "grid": {"lora_r": [2]}}, tmp_path)
     with pytest.raises(HubError, match="unknown baseline mode 'ten-shot'"):
-        sweep.expand({"action": "baseline", "grid": {"mode": ["ten-shot"]}}, tmp_path)
+        expand({"action": "baseline", "grid": {"mode": ["ten-shot"]}}, tmp_path)
     with pytest.raises(HubError, match="unknown method 'lora2'"):
-        sweep.expand({"grid": {"method": ["lora2"]}}, tmp_path)
+        expand({"grid": {"method": ["lora2"]}}, tmp_path)
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -149,7 +150,7 @@ def test_ray_backend_runs_one_task_per_run(tiny_models, data_dir, tmp_path):
     try:
         spec = {"task": "classification", "name": "r{lora_r}", "base": tiny_base(tiny_models["t5"], data_dir),
                 "grid": {"lora_r": [2, 4]}}
-        runs = sweep.expand(spec, tmp_path / "out")
+        runs = expand(spec, tmp_path / "out")
         results = sweep.run_sweep(runs, backend="ray", cpus_per_trial=1, gpus_per_trial=0)
         assert sorted(r["status"] for r in results) == ["done", "done"], results
         assert all((tmp_path / "out" / n / "results.json").exists() for n in ("r2", "r4"))
@@ -160,7 +161,7 @@ def test_ray_backend_runs_one_task_per_run(tiny_models, data_dir, tmp_path):
 
 @pytest.mark.parametrize("grid", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_shipped_grid_validates(grid, tmp_path):
-    runs = sweep.expand(sweep.load_grid(grid), tmp_path, src=str(grid))
+    runs = expand(load_grid(grid), tmp_path, src=str(grid))
     assert runs and len({r.name for r in runs}) == len(runs)
 
 

@@ -137,20 +137,15 @@ def _coerce(key: str, value, t):
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
         raise HubError(f"config key '{key}' must be true/false, got {value!r}")
-    if base is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise HubError(f"config key '{key}' must be an integer, got {value!r}")
+    if base in (int, float):
+        what = "an integer" if base is int else "a number"
+        bad = isinstance(value, bool) or (base is int and isinstance(value, float) and not value.is_integer())
         try:
-            return int(value)
+            if not bad:
+                return base(value)
         except (TypeError, ValueError):
-            raise HubError(f"config key '{key}' must be an integer, got {value!r}") from None
-    if base is float:
-        if isinstance(value, bool):
-            raise HubError(f"config key '{key}' must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise HubError(f"config key '{key}' must be a number, got {value!r}") from None
+            pass
+        raise HubError(f"config key '{key}' must be {what}, got {value!r}")
     if base is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise HubError(f"config key '{key}' must be a string, got {value!r}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -126,6 +127,9 @@ def run(fn) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # bitsandbytes warns on import on CPUs with AVX512-BF16 that its optional fused kernel (a hub
+    # download) is missing; its own CPU kernels are used instead, so the line is only noise here.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
 
     def go():

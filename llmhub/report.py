@@ -312,15 +312,17 @@ def _caption(records: list[Record], command: str) -> str:
 
 def readme_blocks(records: list[Record], root: Path, readme: Path, command: str, plots: dict,
                   reference: bool) -> dict[str, str]:
-    """Tables for one README: sample efficiency compares every model; the rest are the folder's own
-    (records under <results>/<README's folder>/ when that folder exists)."""
+    """Tables for one README: sample efficiency compares every model; the rest are the folder's own,
+    the records under <results>/<README's folder>/ (all of them for a README inside <results>), so a
+    model folder without results says so instead of showing another model's rows."""
     scope = root / readme.resolve().parent.name
-    own = [r for r in records if scope in r.path.parents] if scope.is_dir() else records
+    inside = root.resolve() in readme.resolve().parents
+    own = [r for r in records if inside or scope in r.path.parents]
     tables = {**build(own, reference), "sample-efficiency": sample_efficiency(records, reference)}
     blocks = {}
     for name, table in tables.items():
         used = records if name == "sample-efficiency" else own
-        body = table or f"_No results for this table under `{_shown(root)}` yet._"
+        body = table or f"_No results for this table under `{_shown(root if inside else scope)}` yet._"
         image = plots.get(name)
         if image and table:
             rel = os.path.relpath(image, readme.resolve().parent).replace(os.sep, "/")

@@ -140,6 +140,19 @@ def test_cli_rewrites_only_between_markers(results, tmp_path):
     assert "(unchanged)" in again.stdout
 
 
+def test_readme_tables_are_the_folders_own(results, tmp_path):
+    """A model folder without results says so; it never shows another folder's rows."""
+    records = report.load_records(results)
+    blocks = {name: report.readme_blocks(records, results, tmp_path / name / "README.md", "cmd", {}, False)
+              for name in ("llama2", "falcon")}
+    assert "| smollm2-135m | LoRA | 300 |" in blocks["llama2"]["baselines"]
+    assert "smollm2" not in blocks["falcon"]["baselines"] and "flan-t5" not in blocks["falcon"]["lora-ablation"]
+    assert "_No results for this table under" in blocks["falcon"]["baselines"]
+    assert "| 266 | 40.00 | 35.00 |" in blocks["falcon"]["sample-efficiency"]  # the cross-model comparison
+    inside = report.readme_blocks(records, results, results / "README.md", "cmd", {}, False)
+    assert "smollm2" in inside["baselines"] and "flan-t5-large" in inside["lora-ablation"]
+
+
 @pytest.mark.parametrize("folder", ["flan-t5", "llama2", "falcon", "redpajama", "bert"])
 def test_shipped_readme_copies_keep_their_text(results, tmp_path, folder):
     """On a copy of each shipped README: only the text between result markers changes."""

@@ -186,8 +186,9 @@ def sweeps(records: list[Record]) -> str:
     for folder, rs in sorted(groups.items()):
         cols = sorted(rs[0].varied)
         metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
-        rows = sorted([[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m in metrics]
-                       for r in rs], key=lambda row: row[0])
+        rs = sorted(rs, key=lambda r: ([_order(r.flat.get(k)) for k in cols], r.path.parent.name))
+        rows = [[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m in metrics]
+                for r in rs]
         out.append(f"**{folder.name}**\n\n" + markdown(["Run"] + cols + list(metrics), rows))
     return "\n\n".join(out)
 

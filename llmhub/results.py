@@ -67,7 +67,10 @@ def provenance(seed: int) -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Dirty = changed code or config; generated outputs (results, plots, README tables) do not count,
+    # so a sweep that rewrites its own sweep.json or a report run beside it keeps runs clean.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results",
+                  ":(top,exclude)assets", ":(top,exclude,glob)**/*.md")
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
             "packages": versions, "python": platform.python_version(), "hardware": hardware(), "seed": seed}
 

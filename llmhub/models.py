@@ -198,12 +198,31 @@ def load_base_model(path: str, family: str, dtype: torch.dtype, quantize_4bit: b
             bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else "cpu"
     if family == "seq2seq":
-        return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
-    if family == "encoder":
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+    elif family == "encoder":
         if label_names:  # a new head; a saved classifier keeps the labels of its own config
             id2label = dict(enumerate(label_names))
             kwargs.update(num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
         elif num_labels:
             kwargs["num_labels"] = num_labels
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation(), **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation(), **kwargs)
+    if quantize_4bit and not torch.cuda.is_available():
+        _release_checkpoint_pages(model)
+    return model
+
+
+def _release_checkpoint_pages(model) -> None:
+    """On the CPU the tensors left unquantised (embeddings, norms) are views of the memory-mapped
+    checkpoint, which keeps every page of it resident, the fp32 pages of the quantised layers too
+    (~405 MiB for SmolLM2-135M). Copying those few tensors lets the mapping close."""
+    from bitsandbytes.nn import Params4bit
+
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if not isinstance(param, Params4bit):
+                param.data = param.data.clone()
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None:
+                module._buffers[name] = buf.clone()

@@ -224,5 +224,4 @@ def _release_checkpoint_pages(model) -> None:
             if not isinstance(param, Params4bit):
                 param.data = param.data.clone()
         for name, buf in module.named_buffers(recurse=False):
-            if buf is not None:
-                module._buffers[name] = buf.clone()
+            setattr(module, name, buf.clone())  # a registered buffer's name: stays a buffer

@@ -5,6 +5,7 @@ row, and length-grouped sampling keeps rows of similar length together.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def build_optimizer(model, train_cfg):
     raise HubError(f"unknown optimizer '{train_cfg.optimizer}'; allowed: adamw, prodigy")
 
 
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it after the weights,
+    optimizer and RNG state) is readable; a folder left half-written by a kill is passed over."""
+    done = []
+    for path in Path(checkpoint_dir).glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            done.append((int(path.name.rsplit("-", 1)[1]), path))
+        except (OSError, ValueError):
+            continue
+    return str(max(done)[1]) if done else None
+
+
 def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
         resume: bool) -> dict:
     """Train; return wall seconds, steps, real tokens per second and peak memory."""
@@ -96,11 +110,7 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(features),
                       data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
                       optimizers=(build_optimizer(model, t), None))
-    last = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    last = last_complete_checkpoint(checkpoint_dir) if resume else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start

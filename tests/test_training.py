@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from llmhub.experiment import load_for_training, prepare, train_experiment
+from llmhub.train import last_complete_checkpoint
 from test_experiments import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,16 @@ def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
     gc.collect()
     if Path("/proc/self/maps").exists():
         assert str(Path(tiny_models["llama"]).resolve()) not in Path("/proc/self/maps").read_text()
+
+
+def test_resume_skips_half_written_checkpoints(tmp_path):
+    """A kill during a save leaves a newer folder without (or with a cut) trainer_state.json."""
+    for step, state in ((5, '{"global_step": 5}'), (10, '{"global_step": 10}'), (12, '{"global_st'), (15, None)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
 def test_resume_after_kill(tiny_models, data_dir, tmp_path):

@@ -165,21 +165,21 @@ def main() -> None:
         naive, batched = (record["modes"][m]["sustained"] for m in ("naive", "batched"))
         speedup = (batched["offered_rps"] / naive["offered_rps"]) if naive and batched else None
         record["speedup"] = speedup
+        cn, cb = (record["modes"][m]["capacity_rps"] for m in ("naive", "batched"))
+        record["capacity_ratio"] = cb / cn
         write_json(out / "bench_serving.json", record)
         plots.write_csv(rows, out / "bench_serving.csv")
         plots.plot(rows, args.plot, f"{args.model}, SAMSum ~{args.input_tokens}-token dialogues, "
                    f"{args.max_new_tokens} new tokens; {os.cpu_count()}-core CPU, {args.threads} torch thread(s)", args.p90_bound)
         print(f"\nsustained = highest offered rate with >= 99 % success and p90 <= {args.p90_bound:g} s")
         for mode in ("naive", "batched"):
-            b = record["modes"][mode]["sustained"]
             m = record["modes"][mode]
+            b = m["sustained"]
             print(f"{mode:8s} " + (f"sustained {b['offered_rps']:.3f} rps, throughput {b['throughput_rps']:.3f} rps, "
                                    f"p90 {b['p90_s']:.2f} s, ${b['cost_per_1k_tokens']:.5f}/1K tokens at "
                                    f"${args.cost_per_hour}/h" if b else "sustained no rate of its grid")
                   + f"; model-time capacity {m['capacity_rps']:.3f} rps (mean batch {m['mean_batch_size']:.1f})")
-        cn, cb = (record["modes"][m]["capacity_rps"] for m in ("naive", "batched"))
-        record["capacity_ratio"] = cb / cn
-        print(f"capacity ratio (batched/naive, requests per model-second) = {cb / cn:.2f}")
+        print(f"capacity ratio (batched/naive, requests per model-second) = {record['capacity_ratio']:.2f}")
         print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}")
         print(f"speedup={speedup:.2f}" if speedup else "speedup=nan")
 

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from . import data as data_mod
 from . import generate, methods, metrics, models
 from .config import RunConfig

@@ -219,9 +219,9 @@ def _release_checkpoint_pages(model) -> None:
     (~405 MiB for SmolLM2-135M). Copying those few tensors lets the mapping close."""
     from bitsandbytes.nn import Params4bit
 
+    for param in model.parameters():  # tied weights come once
+        if not isinstance(param, Params4bit):
+            param.data = param.data.clone()
     for module in model.modules():
-        for param in module.parameters(recurse=False):
-            if not isinstance(param, Params4bit):
-                param.data = param.data.clone()
         for name, buf in module.named_buffers(recurse=False):
             setattr(module, name, buf.clone())  # a registered buffer's name: stays a buffer

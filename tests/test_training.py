@@ -1,4 +1,5 @@
 """Training behaviour: seeds, QLoRA for real, resume after an interruption, script/CLI parity."""
+import gc
 import json
 import os
 import signal
@@ -42,8 +43,6 @@ def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
     q = model.base_model.model.model.layers[0].self_attn.q_proj
     assert isinstance(q.base_layer, Linear4bit) and q.base_layer.weight.quant_type == "nf4"
     # the fp32 checkpoint was read to quantise; no tensor may keep its memory mapping (and pages) alive
-    import gc
-
     gc.collect()
     if Path("/proc/self/maps").exists():
         assert str(Path(tiny_models["llama"]).resolve()) not in Path("/proc/self/maps").read_text()

@@ -3,6 +3,13 @@
 Styles: "t5" (Flan-T5 instructions), "causal" (the seeds' "### Sentence: ... ### Class:" template)
 and "plain" (encoders see the raw text). Modes: "finetune" (the template the adapter is trained
 on), "zero-shot" and "few-shot" (instructions for a base model with no adapter).
+
+Formats: "plain" renders the style's template as text; "chat" renders the same content as chat
+turns through the tokenizer's own chat template (`apply_chat_template`, generation prompt added;
+few-shot examples become user/assistant turns), which is how instruct models were trained to be
+asked; "auto" is chat for zero-/few-shot prompts of models whose tokenizer has a chat template and
+plain otherwise, so fine-tuning keeps the plain template unless asked. A user template
+(`prompt_template`, containing "{input}") replaces the style's template everywhere.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from .errors import HubError
 
 STYLES = ("t5", "causal", "plain")
 MODES = ("finetune", "zero-shot", "few-shot")
+FORMATS = ("auto", "plain", "chat")
 
 _TEMPLATES = {
     ("t5", "classification"): "Classify the following sentence into a category: {input} The answer is: ",
@@ -26,16 +34,46 @@ _INSTRUCTIONS = {
 }
 
 
+def check_template(template: str) -> str:
+    """A user template must hold exactly one "{input}" and no other {field}."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise HubError(f"prompt_template is not a valid template ({e}); write literal braces as {{{{ }}}}") from None
+    if fields != ["input"]:
+        raise HubError(f"prompt_template must contain {{input}} exactly once and no other {{field}}, "
+                       f"got fields {fields}")
+    return template
+
+
+def use_chat(prompt_format: str, tokenizer, mode: str) -> bool:
+    """Whether prompts go through the tokenizer's chat template (see the module docstring)."""
+    if prompt_format not in FORMATS:
+        raise HubError(f"unknown prompt_format '{prompt_format}'; allowed: {', '.join(FORMATS)}")
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_chat:
+        raise HubError("prompt_format 'chat' needs a tokenizer with a chat template; this one has none "
+                       "(use plain or auto)")
+    return prompt_format == "chat" or (prompt_format == "auto" and has_chat and mode != "finetune")
+
+
 def render(style: str, kind: str, text: str, mode: str = "finetune",
-           labels: list[str] | None = None, examples: list[dict] | None = None) -> str:
-    """The prompt for one input; the model's answer is expected right after it."""
+           labels: list[str] | None = None, examples: list[dict] | None = None,
+           template: str | None = None, chat_tokenizer=None) -> str:
+    """The prompt for one input; the model's answer is expected right after it. With
+    `chat_tokenizer`, the same content is rendered through that tokenizer's chat template."""
     if style not in STYLES:
         raise HubError(f"unknown prompt style '{style}'; allowed: {', '.join(STYLES)}")
     if mode not in MODES:
         raise HubError(f"unknown prompt mode '{mode}'; allowed: {', '.join(MODES)}")
     if (style, kind) not in _TEMPLATES:
         raise HubError(f"no prompt for task kind '{kind}'; allowed: classification, generation")
-    template = _TEMPLATES[(style, kind)]
+    template = check_template(template) if template else _TEMPLATES[(style, kind)]
+    if chat_tokenizer is not None:
+        messages = chat_messages(kind, text, mode, labels, examples, template)
+        return chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt = template.format(input=text)
     if mode == "finetune":
         return prompt
@@ -44,6 +82,20 @@ def render(style: str, kind: str, text: str, mode: str = "finetune",
     if mode == "few-shot":
         shots = "".join(template.format(input=ex["input"]) + ex["target"] + "\n\n" for ex in examples or [])
     return head + shots + prompt
+
+
+def chat_messages(kind: str, text: str, mode: str, labels: list[str] | None = None,
+                  examples: list[dict] | None = None, template: str = "{input}") -> list[dict]:
+    """Chat turns for one input: the instructions as a system turn (zero-/few-shot), each few-shot
+    example as a user turn answered by an assistant turn, then the input as the last user turn."""
+    turns = []
+    if mode != "finetune":
+        turns.append({"role": "system", "content": _INSTRUCTIONS[kind].format(labels=", ".join(labels or [])).strip()})
+    for ex in (examples or []) if mode == "few-shot" else []:
+        turns += [{"role": "user", "content": template.format(input=ex["input"]).strip()},
+                  {"role": "assistant", "content": ex["target"]}]
+    turns.append({"role": "user", "content": template.format(input=text).strip()})
+    return turns
 
 
 FEW_SHOT_SUMMARIES = 2  # few-shot summarization shows two example dialogues with their summaries

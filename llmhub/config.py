@@ -32,11 +32,12 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    method: str = _f("lora", "lora | qlora | prefix | prompt | ia3 | full")
+    method: str = _f("lora", "lora | qlora | dora | prefix | prompt | ia3 | full")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA scaling alpha")
     lora_dropout: float = _f(0.1, "dropout on the LoRA branch (also prefix projection dropout)")
-    target_modules: list[str] | None = _f(None, "modules to adapt; default: per-architecture table")
+    target_modules: list[str] | None = _f(None, "modules to adapt, or all-linear; default: per-architecture table")
+    use_rslora: bool = _f(False, "LoRA/DoRA: scale by alpha/sqrt(r) instead of alpha/r (rank-stabilised)")
     num_virtual_tokens: int = _f(20, "virtual tokens for prefix / prompt tuning")
     prefix_projection: bool = _f(False, "prefix tuning: reparameterise the prefix through an MLP")
 

@@ -1,13 +1,16 @@
 """A method is configuration: one function turns `method.*` into a trainable model.
 
-QLoRA is LoRA on a 4-bit nf4 base (quantisation happens at load time, see models.load_base_model).
+QLoRA is LoRA on a 4-bit nf4 base (quantisation happens at load time, see models.load_base_model);
+DoRA is LoRA with peft's weight-decomposed update (`use_dora`): the same targets, rank and alpha.
+`target_modules: [all-linear]` adapts every linear layer but the output layer (peft's own rule).
 """
 from __future__ import annotations
 
 from .errors import HubError
 from .models import IA3_TARGETS, default_lora_targets
 
-METHODS = ("lora", "qlora", "prefix", "prompt", "ia3", "full")
+METHODS = ("lora", "qlora", "dora", "prefix", "prompt", "ia3", "full")
+LORA_METHODS = ("lora", "qlora", "dora")
 
 
 def check_method(name: str) -> None:
@@ -29,10 +32,10 @@ def peft_config(method_cfg, model_config, family: str):
     m = method_cfg.method
     check_method(m)
     tt = task_type(family)
-    if m in ("lora", "qlora"):
-        targets = method_cfg.target_modules or default_lora_targets(model_config)
+    if m in LORA_METHODS:
         return LoraConfig(task_type=tt, r=method_cfg.lora_r, lora_alpha=method_cfg.lora_alpha,
-                          lora_dropout=method_cfg.lora_dropout, target_modules=targets)
+                          lora_dropout=method_cfg.lora_dropout, target_modules=_targets(method_cfg, model_config),
+                          use_dora=m == "dora", use_rslora=getattr(method_cfg, "use_rslora", False))
     if m == "ia3":
         if method_cfg.target_modules:
             targets, ff = method_cfg.target_modules, []
@@ -48,6 +51,12 @@ def peft_config(method_cfg, model_config, family: str):
     if m == "prompt":
         return PromptTuningConfig(task_type=tt, num_virtual_tokens=method_cfg.num_virtual_tokens)
     return None
+
+
+def _targets(method_cfg, model_config):
+    """The LoRA targets: the given names, peft's "all-linear" shorthand, or the architecture's default."""
+    targets = method_cfg.target_modules or default_lora_targets(model_config)
+    return "all-linear" if targets == ["all-linear"] else targets
 
 
 def wrap(model, method_cfg, family: str):

@@ -27,7 +27,7 @@ def _f(default, help: str, **kw):
 class ModelConfig:
     pretrained_ckpt: str = _f("google/flan-t5-large", "registry short name, hub id or local folder")
     family: str | None = _f(None, "seq2seq | causal | encoder; inferred from the model when unset")
-    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPUs and on CPUs with native bf16, else fp32)")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class TrainConfig:
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run all epochs)")
     seed: int = _f(42, "seed for sampling, adapter initialisation and data order")
     group_by_length: bool = _f(True, "batch examples of similar length together")
+    gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory (default: on for qlora)")
     save_steps: int = _f(200, "checkpoint every N steps, for --resume")
     logging_steps: int = _f(10, "log the loss every N steps")
     cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)")

@@ -65,7 +65,7 @@ def wrap(model, method_cfg, family: str):
 
     cfg = peft_config(method_cfg, model.config, family)
     if cfg is None:
-        return model
+        return keep_trainable_fp32(model)
     if method_cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(model, cfg)
@@ -73,6 +73,19 @@ def wrap(model, method_cfg, family: str):
         for name, p in model.named_parameters():
             if "classifier" in name or "score" in name:
                 p.requires_grad = True
+    return keep_trainable_fp32(model)
+
+
+def keep_trainable_fp32(model):
+    """On the CPU, trainable weights (and so their gradients and optimizer state) are fp32 under a
+    bf16 base: bf16 keeps 8 mantissa bits, too few to accumulate small updates; the frozen base stays
+    bf16 and autocast runs the matmuls in bf16. On GPUs the loaded dtype is kept as before."""
+    import torch
+
+    if not torch.cuda.is_available():
+        for p in model.parameters():
+            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+                p.data = p.data.float()
     return model
 
 

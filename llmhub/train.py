@@ -84,15 +84,20 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(max(done)[1]) if done else None
 
 
-def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
-        resume: bool) -> dict:
-    """Train; return wall seconds, steps, real tokens per second and peak memory."""
+def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path):
+    """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs with native bf16)
+    the forward and backward run under bf16 autocast while trainable weights, gradients and the
+    optimizer state stay fp32 (methods.wrap); the loss is taken in fp32 at label positions only."""
     from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
+
+    from .lm_loss import trainer_class
+    from .models import resolve_dtype
 
     t = cfg.train
     quantized = getattr(model, "is_loaded_in_4bit", False) or cfg.method.method == "qlora"
     optim = "paged_adamw_32bit" if quantized and torch.cuda.is_available() else "adamw_torch"
+    checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else quantized
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -104,12 +109,23 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
         logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
         report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() and model.dtype == torch.bfloat16,
+        bf16=resolve_dtype(cfg.model.torch_dtype) == torch.bfloat16,
+        # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
+        activation_checkpointing=checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
     )
+    if checkpointing:  # also for callers that take single steps without Trainer.train()
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     tokenizer.padding_side = "right"  # training pads on the right; generation switches to left
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(features),
-                      data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
-                      optimizers=(build_optimizer(model, t), None))
+    return trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(features),
+                           data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
+                           optimizers=(build_optimizer(model, t), None))
+
+
+def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
+        resume: bool) -> dict:
+    """Train; return wall seconds, steps, real tokens per second and peak memory."""
+    t = cfg.train
+    trainer = make_trainer(model, tokenizer, features, family, cfg, checkpoint_dir)
     last = last_complete_checkpoint(checkpoint_dir) if resume else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=last)

@@ -1,0 +1,161 @@
+"""Model FLOPs utilisation (MFU) of a LoRA training step on the real SmolLM2-135M, fp32 and bf16.
+
+1. Peak: this machine's matmul throughput at the model's own layer shapes, fp32 and bf16: one
+   decoder layer's seven projections (q, k, v, o: 576->576/192; gate, up: 576->1536; down:
+   1536->576) on M = 2,048 rows (a batch of 8 x 256 tokens), best of 5, FLOP/s = FLOPs / seconds.
+2. Steps: the demo's LoRA setup (r 64 on q/v, batch 8, SAMSum prompts <= 384 tokens, answers <= 64)
+   on the same length-sorted batches, three arms, each 1 warm-up step then --steps timed steps:
+     fp32_full_logits  the fp32 step as it was (model(**batch).loss: logits at every position)
+     fp32              the engine's step in fp32 (Trainer.training_step, loss at label positions)
+     bf16              the engine's step with --torch_dtype bfloat16 (bf16 base, fp32 adapters and
+                       optimizer state, bf16 autocast, loss at label positions in fp32)
+   Achieved FLOP/s counts the FLOPs the step needs, per real (non-pad) token:
+     frozen projections   4 * N_lin   (forward 2 N_lin + activation gradient 2 N_lin; no weight grad)
+     adapters             6 * N_lora  (forward, activation gradient and weight gradient, 2 each)
+     attention            12 * L * d * c  (QK^T and AV: 4 L d c forward, 8 L d c backward, c = the
+                          causal context, on average (S + 1) / 2 for a row of S tokens)
+   plus, per label position, 4 * V * d for the output layer (forward + activation gradient).
+   MFU = achieved FLOP/s / measured peak of the same dtype; mfu_bf16 uses the bf16 peak.
+Last line: mfu_bf16=<fraction> speedup=<bf16 tokens/s / fp32_full_logits tokens/s>
+`--profile ARM` prints the torch.profiler table (self CPU time by op and shape) of one step instead.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from llmhub import methods, models  # noqa: E402
+from llmhub.config import RunConfig, apply_overrides  # noqa: E402
+from llmhub.data import load_split  # noqa: E402
+from llmhub.recipes import defaults  # noqa: E402
+from llmhub.results import write_json  # noqa: E402
+from llmhub.train import collator, make_trainer, tokenize_rows  # noqa: E402
+
+ARMS = {"fp32_full_logits": "float32", "fp32": "float32", "bf16": "bfloat16"}
+
+
+def seconds_of(fn, repeats: int = 5) -> float:
+    fn()  # warm-up: oneDNN builds its kernels on first use
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak(dtype: torch.dtype, rows: int = 2048) -> float:
+    """FLOP/s of one SmolLM2 decoder layer's seven projections at `rows` tokens."""
+    shapes = [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)]
+    x = {k: torch.randn(rows, k, dtype=dtype) for k in (576, 1536)}
+    w = [torch.randn(n, k, dtype=dtype) for k, n in shapes]
+    flops = sum(2 * rows * k * n for k, n in shapes)
+    return flops / seconds_of(lambda: [torch.nn.functional.linear(x[wi.shape[1]], wi) for wi in w])
+
+
+def step_flops(model, batch) -> float:
+    """The FLOPs a training step needs for `batch` (formula in the module docstring)."""
+    cfg = model.config
+    base = model.get_base_model().model
+    n_lin = sum(p.numel() for n, p in base.layers.named_parameters() if n.endswith(".weight") and "lora_" not in n
+                and p.dim() == 2)
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lengths = batch["attention_mask"].sum(1).double()
+    tokens = lengths.sum().item()
+    context = (lengths * (lengths + 1) / 2).sum().item()  # sum over tokens of their causal context
+    labels = (batch["labels"][:, 1:] != -100).sum().item()
+    return (tokens * (4 * n_lin + 6 * n_lora) + 12 * cfg.num_hidden_layers * cfg.hidden_size * context
+            + labels * 4 * cfg.vocab_size * cfg.hidden_size)
+
+
+def run_arm(arm: str, path: str, tok, cfg, features, batches, steps: int, profile: bool = False) -> dict:
+    arm_cfg = apply_overrides(cfg, {"torch_dtype": ARMS[arm]})
+    torch.manual_seed(0)
+    model = models.load_base_model(path, "causal", models.resolve_dtype(ARMS[arm]))
+    model = methods.wrap(model, arm_cfg.method, "causal")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(model, tok, features, "causal", arm_cfg, Path(tmp))
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); one micro-batch per step here
+    model.train()
+
+    def step(batch):
+        if arm == "fp32_full_logits":
+            model(**batch).loss.backward()
+        else:
+            trainer.training_step(model, dict(batch))
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+
+    step(batches[0])
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+            step(batches[1])
+        print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=16,
+                                                              max_name_column_width=45, max_shapes_column_width=48))
+        return {}
+    timed = batches[1:1 + steps]
+    start = time.perf_counter()
+    for b in timed:
+        step(b)
+    seconds = time.perf_counter() - start
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    flops = sum(step_flops(model, b) for b in timed)
+    return {"seconds": seconds, "steps": len(timed), "real_tokens": tokens,
+            "tokens_per_second": tokens / seconds, "flops_per_second": flops / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_dir", default="data")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per arm (after one warm-up step)")
+    ap.add_argument("--profile", choices=list(ARMS), help="print the profile of one step of this arm and stop")
+    ap.add_argument("--output", default="results/benchmarks/mfu.json")
+    args = ap.parse_args()
+
+    over = {"pretrained_ckpt": "smollm2-135m", "method": "lora", "data_dir": args.data_dir, "batch_size": 8,
+            "max_source_length": 384, "max_target_length": 64}
+    cfg = apply_overrides(apply_overrides(RunConfig(), defaults("llama2", "summarization")), over)
+    path = models.resolve_path("smollm2-135m")
+    tok = models.load_tokenizer(path, "causal")
+    n = 8 * (args.steps + 2)
+    features = tokenize_rows(load_split(cfg.data, "train")[:n], tok, "causal", "causal", "generation", cfg.data)
+    tok.padding_side = "right"
+    ordered = sorted(features, key=lambda f: len(f["input_ids"]))  # as length-grouped sampling does
+    batches = [collator(tok, "causal")(ordered[i:i + 8]) for i in range(0, n, 8)]
+    if args.profile:
+        run_arm(args.profile, path, tok, cfg, features, batches, 1, profile=True)
+        return
+    report = {"load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
+              "cpu_native_bf16": models.cpu_supports_bf16(), "auto_dtype": str(models.resolve_dtype("auto"))}
+    report["peak_flops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"native bf16: {report['cpu_native_bf16']}; matmul peak at the layer shapes: "
+          f"fp32 {report['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {report['peak_flops']['bf16'] / 1e9:.0f}",
+          flush=True)
+    for arm in ARMS:
+        r = run_arm(arm, path, tok, cfg, features, batches, args.steps)
+        r["mfu"] = r["flops_per_second"] / report["peak_flops"]["bf16" if arm == "bf16" else "fp32"]
+        r["mfu_of_bf16_peak"] = r["flops_per_second"] / report["peak_flops"]["bf16"]
+        report[arm] = r
+        print(f"{arm}: {r['tokens_per_second']:.0f} real tokens/s, {r['flops_per_second'] / 1e9:.1f} GFLOP/s, "
+              f"MFU {r['mfu']:.1%} of its dtype's peak", flush=True)
+    base = report["fp32_full_logits"]["tokens_per_second"]
+    report.update(speedup=report["bf16"]["tokens_per_second"] / base,
+                  speedup_fp32_label_positions=report["fp32"]["tokens_per_second"] / base,
+                  mfu_bf16=report["bf16"]["mfu"], load_average_after=os.getloadavg())
+    write_json(args.output, report)
+    print(f"fp32 with label-position loss: {report['speedup_fp32_label_positions']:.2f}x the full-logits step; "
+          f"load average {report['load_average_before'][0]:.2f} -> {report['load_average_after'][0]:.2f}")
+    print(f"mfu_bf16={report['mfu_bf16']:.3f} speedup={report['speedup']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Causal-LM training loss at label positions only, and the Trainer that uses it.
+
+A summarization example has ~160-250 prompt tokens masked with -100 and ~30 answer tokens. The
+full loss runs the output layer at every position: for SmolLM2 (576 x 49,152) a batch of 8 x 256
+tokens makes 8 * 256 * 49,152 * 4 B = 403 MB of fp32 logits and ~30 GFLOP (forward + backward),
+~90 % of it for positions nobody trains on. Here the decoder's hidden states are gathered where the
+next token is a label first, and only those rows go through the output layer and the loss (fp32).
+
+The gather applies to causal LMs with plain output layers (models.LABEL_POSITION_TYPES) trained in
+full or through LoRA/DoRA/QLoRA/IA3, which leave positions where they are. Prefix and prompt tuning
+(virtual tokens, extra keys), seq2seq and encoder models take the Trainer's standard loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .models import LABEL_POSITION_TYPES
+
+# Label positions per output-layer chunk: at most 1,024 x 49,152 x 4 B = 201 MB of fp32 logits
+# live at once; longer answers run chunk by chunk, each recomputed in the backward pass.
+CHUNK = 1024
+
+
+def label_position_parts(model):
+    """(decoder, output layer) of a model whose loss can be taken at label positions, else None."""
+    from peft import PeftModel, PeftType
+
+    if isinstance(model, PeftModel):
+        if model.peft_config[model.active_adapter].peft_type not in (PeftType.LORA, PeftType.IA3):
+            return None
+        model = model.get_base_model()
+    config = getattr(model, "config", None)  # None also for a DDP wrapper: its forward must run
+    if config is None or config.model_type not in LABEL_POSITION_TYPES or config.is_encoder_decoder:
+        return None
+    decoder = getattr(model, model.base_model_prefix, None)
+    head = model.get_output_embeddings()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def _summed_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def label_position_loss(decoder, head, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+    """Next-token cross-entropy summed over label positions in fp32, divided by num_items_in_batch
+    (the Trainer's label count over all accumulated micro-batches) or else this batch's count:
+    the same value as the model's own loss over full logits."""
+    hidden = decoder(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).last_hidden_state
+    targets = inputs["labels"][:, 1:]
+    keep = targets != -100  # position t predicts token t + 1
+    hidden, targets = hidden[:, :-1][keep], targets[keep]
+    if len(targets) <= CHUNK:
+        total = _summed_loss(head, hidden, targets)
+    else:
+        total = sum(checkpoint(_summed_loss, head, h, y, use_reentrant=False)
+                    for h, y in zip(hidden.split(CHUNK), targets.split(CHUNK)))
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1)
+    return total / count
+
+
+def trainer_class():
+    """transformers.Trainer with compute_loss taken at label positions where that applies."""
+    from transformers import Trainer
+
+    class LabelPositionTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            parts = label_position_parts(model)
+            if parts is None or return_outputs or "labels" not in inputs or self.label_smoother is not None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # Mirror Trainer.compute_loss: the model divides by num_items_in_batch only when its
+            # forward takes loss kwargs; the Trainer then skips its own division by accumulation steps.
+            n = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            with self.accelerator.autocast():  # the decoder is called directly, not via the wrapped forward
+                loss = label_position_loss(*parts, inputs, n)
+            if self.args.average_tokens_across_devices and n is not None:
+                loss = loss * self.accelerator.num_processes
+            return loss
+
+    return LabelPositionTrainer

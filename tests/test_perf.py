@@ -1,0 +1,116 @@
+"""Precision and compute choices: dtype selection, fp32 adapters under a bf16 base, the loss at
+label positions equal to the full loss, gradient checkpointing with unchanged gradients."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Trainer
+
+from llmhub import lm_loss, methods, models
+from llmhub.data import load_split
+from llmhub.train import collator, make_trainer, tokenize_rows
+from test_experiments import tiny_config
+
+
+def test_auto_dtype_is_bf16_only_where_supported():
+    assert models.resolve_dtype("auto", cuda=True, cpu_bf16=False) == torch.bfloat16
+    assert models.resolve_dtype("auto", cuda=False, cpu_bf16=True) == torch.bfloat16
+    assert models.resolve_dtype("auto", cuda=False, cpu_bf16=False) == torch.float32
+    assert models.resolve_dtype("float32", cuda=False, cpu_bf16=True) == torch.float32  # override
+    assert models.resolve_dtype("bfloat16", cuda=False, cpu_bf16=False) == torch.bfloat16
+    assert models.cpu_supports_bf16("flags\t: fpu avx512f avx512_vnni amx_bf16 amx_tile")
+    assert models.cpu_supports_bf16("flags\t: fpu avx512f avx512_bf16")
+    assert not models.cpu_supports_bf16("flags\t: fpu avx512f avx512bw avx512_vnni")  # no native bf16
+    native = Path("/proc/cpuinfo").is_file() and any(
+        f in Path("/proc/cpuinfo").read_text().split() for f in ("amx_bf16", "avx512_bf16", "bf16"))
+    expected = torch.bfloat16 if native or torch.cuda.is_available() else torch.float32
+    assert models.resolve_dtype("auto") == expected
+
+
+def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, **extra):
+    cfg = tiny_config(tiny_models["llama"], data_dir, tmp_path / "exp", "summarization", method,
+                      lora_dropout=0.0, **extra)
+    path = str(tiny_models["llama"])
+    tok = models.load_tokenizer(path, "causal")
+    torch.manual_seed(0)
+    model = models.load_base_model(path, "causal", dtype, quantize_4bit=method == "qlora")
+    model = methods.wrap(model, cfg.method, "causal")
+    rows = load_split(cfg.data, "train")[:8]
+    features = tokenize_rows(rows, tok, "causal", "causal", "generation", cfg.data)
+    tok.padding_side = "right"
+    return cfg, tok, model, features, collator(tok, "causal")(features)
+
+
+def test_adapters_and_optimizer_state_stay_fp32_under_a_bf16_base(tiny_models, data_dir, tmp_path):
+    cfg, tok, model, features, _ = _setup(tiny_models, data_dir, tmp_path, dtype=torch.bfloat16,
+                                          torch_dtype="bfloat16", max_steps=2)
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())
+    assert model.get_base_model().model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    seen = []
+    hook = next(m for n, m in model.named_modules() if n.endswith("lora_A.default")).register_forward_hook(
+        lambda m, i, o: seen.append(o.dtype))
+    before = {n: p.detach().clone() for n, p in lora.items()}
+    trainer = make_trainer(model, tok, features, "causal", cfg, tmp_path / "ckpt")
+    assert trainer.args.bf16
+    trainer.train()
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the fp32 adapter ran under bf16 autocast
+    assert all(p.dtype == torch.float32 for p in lora.values())
+    assert any(not torch.equal(before[n], p) for n, p in lora.items())
+    states = [s for s in trainer.optimizer.state.values() if s]
+    assert states and all(s["exp_avg"].dtype == torch.float32 for s in states)
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "ia3"])
+def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_path, monkeypatch, method):
+    cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, method)
+    parts = lm_loss.label_position_parts(model)
+    assert parts is not None
+    model.train()
+    full = model(**batch).loss
+    full_grads = torch.autograd.grad(full, [p for p in model.parameters() if p.requires_grad])
+    for chunk in (lm_loss.CHUNK, 5):  # one chunk, and many checkpointed chunks
+        monkeypatch.setattr(lm_loss, "CHUNK", chunk)
+        ours = lm_loss.label_position_loss(*parts, batch)
+        assert abs(ours.item() - full.item()) < 1e-5
+        grads = torch.autograd.grad(ours, [p for p in model.parameters() if p.requires_grad])
+        assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads, full_grads))
+    # Through the Trainer, with the label count of an accumulated batch: same value as its own loss.
+    trainer = make_trainer(model, tok, features, "causal", cfg, tmp_path / "ckpt")
+    n = (batch["labels"] != -100).sum() * 2
+    ours = trainer.compute_loss(model, dict(batch), num_items_in_batch=n)
+    theirs = Trainer.compute_loss(trainer, model, dict(batch), num_items_in_batch=n)
+    assert abs(ours.item() - theirs.item()) < 1e-5
+
+
+@pytest.mark.parametrize("family,method", [("llama", "prefix"), ("llama", "prompt"), ("t5", "lora")])
+def test_methods_that_move_positions_take_the_standard_loss(tiny_models, data_dir, tmp_path, family, method):
+    cfg = tiny_config(tiny_models[family], data_dir, tmp_path, "summarization", method)
+    fam = "seq2seq" if family == "t5" else "causal"
+    model = methods.wrap(models.load_base_model(str(tiny_models[family]), fam, torch.float32), cfg.method, fam)
+    assert lm_loss.label_position_parts(model) is None
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, data_dir, tmp_path, method):
+    grads = {}
+    for on in (False, True):
+        cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, method,
+                                                  gradient_checkpointing=on)
+        trainer = make_trainer(model, tok, features, "causal", cfg, tmp_path / "ckpt")
+        assert trainer.args.activation_checkpointing is on
+        assert model.get_base_model().model.gradient_checkpointing is on
+        model.train()
+        trainer.compute_loss(model, dict(batch)).backward()
+        grads[on] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads[False], grads[True]))
+
+
+def test_gradient_checkpointing_is_on_by_default_for_qlora_only(tiny_models, data_dir, tmp_path):
+    for method, expected in (("qlora", True), ("lora", False)):
+        cfg, tok, model, features, _ = _setup(tiny_models, data_dir, tmp_path, method)
+        assert cfg.train.gradient_checkpointing is None
+        assert make_trainer(model, tok, features, "causal", cfg, tmp_path / "c").args.activation_checkpointing is expected

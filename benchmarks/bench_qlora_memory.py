@@ -10,7 +10,9 @@ does: fp32 base + method `lora`, or nf4 base (`quantize_4bit=True`) + method `ql
 3. the kernel's peak-RSS counter (VmHWM) is reset by writing "5" to /proc/self/clear_refs, and VmRSS
    is read right before the step;
 4. `--steps` measured training steps (forward, backward, AdamW step) on one fixed batch of random
-   token ids (memory does not depend on the text);
+   token ids (memory does not depend on the text) whose last `--answer_len` positions carry labels,
+   as a summarization row's answer does; the loss is the engine's (llmhub.lm_loss: the output layer
+   only at label positions);
 5. VmHWM is read from /proc/self/status: the peak resident memory of the process during the step(s).
 
 The peak therefore still contains everything resident while the step runs (Python/torch runtime,
@@ -136,7 +138,7 @@ def child(args) -> None:
     """One variant in this (fresh) process; prints one JSON line."""
     import torch
 
-    from llmhub import methods, models
+    from llmhub import lm_loss, methods, models
     from llmhub.config import MethodConfig
 
     torch.manual_seed(0)
@@ -146,7 +148,8 @@ def child(args) -> None:
     model = models.load_base_model(path, "causal", torch.float32, quantize_4bit=qlora)
     model = methods.wrap(model, MethodConfig(method="qlora" if qlora else "lora", lora_r=args.lora_r,
                                              lora_alpha=2 * args.lora_r, lora_dropout=0.0), "causal")
-    if args.gradient_checkpointing:  # same in both variants: recompute activations in backward
+    # "engine": what a run does by default (on for qlora only); "on": both variants.
+    if args.checkpointing == "on" or (args.checkpointing == "engine" and qlora):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     peak_load = ru_maxrss_mb()
@@ -155,11 +158,15 @@ def child(args) -> None:
     ids = torch.randint(10, model.config.vocab_size, (args.batch_size, args.seq_len),
                         generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, : args.seq_len - args.answer_len] = -100  # the prompt: no loss there
+    parts = lm_loss.label_position_parts(model)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
 
     def step() -> float:
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        loss = lm_loss.label_position_loss(*parts, batch) if parts else model(**batch).loss
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -203,6 +210,9 @@ def main() -> None:
     p.add_argument("--warmup_steps", type=int, default=1, help="unmeasured steps before the reset")
     p.add_argument("--steps", type=int, default=1, help="measured training steps")
     p.add_argument("--lora_r", type=int, default=8)
+    p.add_argument("--answer_len", type=int, default=32, help="label positions at the end of each row")
+    p.add_argument("--checkpointing", choices=["engine", "on", "off"], default="engine",
+                   help="gradient checkpointing: engine default (qlora only), both variants, or neither")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute activations in backward (both variants)")
     p.add_argument("--output", default=str(ROOT / "results" / "benchmarks" / "qlora_memory.json"))
@@ -211,6 +221,8 @@ def main() -> None:
     args = p.parse_args()
     if args.steps < 1:
         p.error("--steps must be at least 1")
+    if args.gradient_checkpointing:
+        args.checkpointing = "on"
     if args.variant:
         child(args)
         return
@@ -221,9 +233,9 @@ def main() -> None:
     resolve_path(args.model)  # converts/caches the offline model once, outside the measured processes
     flags = ["--model", args.model, "--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len),
              "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps), "--lora_r", str(args.lora_r)]
-    flags += ["--gradient_checkpointing"] if args.gradient_checkpointing else []
-    print(f"batch {args.batch_size} x {args.seq_len} tokens, LoRA r {args.lora_r}, {args.warmup_steps} warm-up + "
-          f"{args.steps} measured step(s), gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    flags += ["--checkpointing", args.checkpointing, "--answer_len", str(args.answer_len)]
+    print(f"batch {args.batch_size} x {args.seq_len} tokens ({args.answer_len} with labels), LoRA r {args.lora_r}, "
+          f"{args.warmup_steps} warm-up + {args.steps} measured step(s), gradient checkpointing {args.checkpointing}")
     runs = {}
     for variant in ("fp32", "qlora"):
         proc = subprocess.run([sys.executable, __file__, "--variant", variant, *flags],
@@ -257,7 +269,7 @@ def main() -> None:
     ratio = q["step_peak_rss_mb"] / f["step_peak_rss_mb"]
     record = {"benchmark": "qlora_memory", "model": args.model, "batch_size": args.batch_size,
               "seq_len": args.seq_len, "warmup_steps": args.warmup_steps, "steps": args.steps,
-              "lora_r": args.lora_r, "gradient_checkpointing": args.gradient_checkpointing,
+              "lora_r": args.lora_r, "gradient_checkpointing": args.checkpointing, "answer_len": args.answer_len,
               "measure": "VmHWM of the process during the measured step(s), reset via /proc/self/clear_refs "
                          "after warm-up, gc.collect() and malloc_trim(0)",
               "runs": runs,

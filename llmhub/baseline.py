@@ -100,7 +100,8 @@ def build_prompts(tok, style: str, kind: str, labels: list[str], texts: list[str
 
 def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     """Evaluate the base model with a zero- or few-shot prompt; write an experiment directory."""
-    from .experiment import check_output_dir, prepare, score
+    from .experiment import prepare, score
+    from .rundir import check_output_dir, replace_run
     from .generate import generate
 
     if mode not in MODES:
@@ -115,7 +116,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
         raise HubError(f"'{cfg.model.pretrained_ckpt}' is an encoder with no text output; "
                        "zero-/few-shot baselines need a causal or seq2seq model")
     out = Path(cfg.output_dir)
-    check_output_dir(out, overwrite, resume=True)
+    plan = check_output_dir(out, overwrite, resume=True)
 
     tok = models.load_tokenizer(s.path, s.family)
     max_new = cfg.eval.max_new_tokens or spec.max_new_tokens
@@ -137,6 +138,8 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
                                    quantize_4bit=cfg.method.method == "qlora")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
+    if plan == "replace":  # the old run goes only once the new one is ready to start
+        replace_run(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.dump(out / "config.yaml")
     (out / "prompt_example.txt").write_text(texts[0])  # what the model saw, for a human to check

@@ -49,14 +49,19 @@ def cmd_evaluate(args) -> None:
         sets["test_samples"] = args.test_samples
     if args.data_dir is not None:
         sets["data_dir"] = args.data_dir
-    _print_summary(evaluate_experiment(args.experiment_dir, sets))
+    _print_summary(evaluate_experiment(args.experiment_dir, sets, overwrite=args.overwrite, name=args.name))
 
 
 def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment_dir", help="a trained experiment directory (holds config.yaml and model/)")
     p.add_argument("--data_dir", help="data folder, if it moved since training")
     p.add_argument("--test_samples", type=int, help="evaluate on the first N test examples")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an evaluation setting (test_samples, eval_batch_size, max_new_tokens, ...)")
+    p.add_argument("--name", help="write this evaluation to EXP/eval/NAME/ (default: in place for a run "
+                                  "without results, else eval/<changed settings> or eval/default)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run's own results.json and predictions.jsonl (or those of eval/NAME)")
 
 
 def _baseline_parser(parser: argparse.ArgumentParser, defaults: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,13 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     method: str = _f("lora", "lora | qlora | dora | prefix | prompt | ia3 | full")
-    lora_r: int = _f(8, "LoRA rank")
-    lora_alpha: int = _f(16, "LoRA scaling alpha")
-    lora_dropout: float = _f(0.1, "dropout on the LoRA branch (also prefix projection dropout)")
+    lora_r: int = _f(8, "LoRA rank", ge=1)
+    lora_alpha: int = _f(16, "LoRA scaling alpha", ge=1)
+    lora_dropout: float = _f(0.1, "dropout on the LoRA branch (also prefix projection dropout)",
+                             ge=0, lt=1)
     target_modules: list[str] | None = _f(None, "modules to adapt, or all-linear; default: per-architecture table")
     use_rslora: bool = _f(False, "LoRA/DoRA: scale by alpha/sqrt(r) instead of alpha/r (rank-stabilised)")
-    num_virtual_tokens: int = _f(20, "virtual tokens for prefix / prompt tuning")
+    num_virtual_tokens: int = _f(20, "virtual tokens for prefix / prompt tuning", ge=1)
     prefix_projection: bool = _f(False, "prefix tuning: reparameterise the prefix through an MLP")
 
 
@@ -52,37 +54,44 @@ class DataConfig:
     target_column: str = _f("target", "custom task: column holding the target text or label")
     kind: str = _f("generation", "custom task: classification | generation")
     clean: str = _f("raw", "20 Newsgroups text: raw | strip (headers, footers, quotes removed)")
-    train_sample_fraction: float = _f(1.0, "share of the train split, 0 < F <= 1 (stratified)")
-    train_samples: int | None = _f(None, "exact number of train examples (overrides the fraction)")
-    test_samples: int | None = _f(None, "evaluate on N test examples: the first N, stratified for classification (default: all)")
-    max_source_length: int = _f(512, "tokens kept of each input (prompt included)")
-    max_target_length: int = _f(128, "tokens kept of each target")
+    train_sample_fraction: float = _f(1.0, "share of the train split, 0 < F <= 1 (stratified)",
+                                       gt=0, le=1)
+    train_samples: int | None = _f(None, "exact number of train examples (overrides the fraction)",
+                                      ge=1)
+    test_samples: int | None = _f(None, "evaluate on N test examples: the first N, stratified for classification (default: all)",
+                                     ge=1)
+    max_source_length: int = _f(512, "tokens kept of each input (prompt included)", ge=16)
+    max_target_length: int = _f(128, "tokens kept of each target", ge=1)
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = _f(5.0, "training epochs")
-    learning_rate: float = _f(1e-3, "peak learning rate (Prodigy: use 1.0)")
-    batch_size: int = _f(8, "examples per device per step")
-    grad_accum: int = _f(1, "gradient accumulation steps")
-    optimizer: str = _f("adamw", "adamw | prodigy")
+    epochs: float = _f(5.0, "training epochs", gt=0)
+    learning_rate: float = _f(1e-3, "peak learning rate (Prodigy: use 1.0)", gt=0)
+    batch_size: int = _f(8, "examples per device per step", ge=1)
+    grad_accum: int = _f(1, "gradient accumulation steps", ge=1)
+    optimizer: str = _f("adamw", "adamw | prodigy", choices=("adamw", "prodigy"))
     lr_scheduler: str = _f("constant", "transformers scheduler name, e.g. constant, linear, cosine")
-    warmup_ratio: float = _f(0.0, "share of steps spent warming up")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm")
-    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run all epochs)")
-    seed: int = _f(42, "seed for sampling, adapter initialisation and data order")
+    warmup_ratio: float = _f(0.0, "share of steps spent warming up", ge=0, lt=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: no clipping)", ge=0)
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run all epochs)",
+                         ge=1, also=-1)
+    seed: int = _f(42, "seed for sampling, adapter initialisation and data order",
+                    ge=0, le=2**32 - 1)
     group_by_length: bool = _f(True, "batch examples of similar length together")
     gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory (default: on for qlora)")
-    save_steps: int = _f(200, "checkpoint every N steps, for --resume")
-    logging_steps: int = _f(10, "log the loss every N steps")
-    cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)")
+    save_steps: int = _f(200, "checkpoint every N steps, for --resume", ge=1)
+    logging_steps: int = _f(10, "log the loss every N steps", ge=1)
+    cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)",
+                                 ge=0)
 
 
 @dataclass
 class EvalConfig:
-    eval_batch_size: int = _f(16, "examples per generation batch")
-    max_new_tokens: int | None = _f(None, "tokens generated per example (default: per task)")
+    eval_batch_size: int = _f(16, "examples per generation batch", ge=1)
+    max_new_tokens: int | None = _f(None, "tokens generated per example (default: per task)",
+                                     ge=1)
 
 
 @dataclass
@@ -155,6 +164,41 @@ def _coerce(key: str, value, t):
     return value
 
 
+_BOUNDS = {"gt": (">", lambda v, b: v > b), "ge": (">=", lambda v, b: v >= b),
+           "lt": ("<", lambda v, b: v < b), "le": ("<=", lambda v, b: v <= b)}
+
+
+def allowed(meta) -> str:
+    """The allowed values of a field, in words: '>= 1', '> 0 and <= 1', '-1 or >= 1', 'adamw, prodigy'."""
+    if "choices" in meta:
+        return ", ".join(meta["choices"])
+    text = " and ".join(f"{sign} {meta[k]:g}" for k, (sign, _) in _BOUNDS.items() if k in meta)
+    return f"{meta['also']} or {text}" if "also" in meta else text
+
+
+def check_value(key: str, value, meta) -> None:
+    """Range (or choice) check of one coerced value against its field's metadata."""
+    if value is None:
+        return
+    if "choices" in meta:
+        if value not in meta["choices"]:
+            raise HubError(f"unknown {key} '{value}'; allowed: {allowed(meta)}")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise HubError(f"config key '{key}' must be a finite number, got {value}")
+    bounds = [(k, meta[k]) for k in _BOUNDS if k in meta]
+    if bounds and value != meta.get("also") and not all(_BOUNDS[k][1](value, b) for k, b in bounds):
+        raise HubError(f"config key '{key}' must be {allowed(meta)}, got {value:g}")
+
+
+def validate(cfg: "RunConfig") -> "RunConfig":
+    """Check every field of a config against its range; any entry point (train, baseline, evaluate,
+    sweep, the server) calls this before it writes anything. Returns cfg."""
+    for name, (section, f) in leaf_fields().items():
+        check_value(name, getattr(getattr(cfg, section), name) if section else getattr(cfg, name), f.metadata)
+    return cfg
+
+
 def flatten(overrides: dict) -> dict[str, object]:
     """Nested ({"method": {"lora_r": 4}}), dotted ("method.lora_r") or flat ("lora_r") -> flat."""
     leaves = leaf_fields()
@@ -184,7 +228,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
         if section is None:
             setattr(cfg, name, _coerce(name, value, str))
         else:
-            setattr(getattr(cfg, section), name, _coerce(name, value, hints[section][name]))
+            value = _coerce(name, value, hints[section][name])
+            check_value(name, value, f.metadata)
+            setattr(getattr(cfg, section), name, value)
     return cfg
 
 
@@ -209,16 +255,20 @@ def add_flags(parser: argparse.ArgumentParser, defaults: dict | None = None) -> 
     base = apply_overrides(RunConfig(), defaults or {})
     for name, (section, f) in leaf_fields().items():
         current = getattr(getattr(base, section), name) if section else getattr(base, name)
+        limits = f"; allowed: {allowed(f.metadata)}" if allowed(f.metadata) and "choices" not in f.metadata else ""
         parser.add_argument(f"--{name}", dest=f"cfg__{name}", default=argparse.SUPPRESS,
                             metavar=name.upper(),
-                            help=f"{f.metadata.get('help', '')} (default: {current})")
+                            help=f"{f.metadata.get('help', '')} (default: {current}{limits})")
 
 
 def from_args(args: argparse.Namespace, defaults: dict | None = None) -> RunConfig:
     """Defaults of the script, then --config, then flags, then --set."""
     cfg = apply_overrides(RunConfig(), defaults or {})
     if getattr(args, "config", None):
-        cfg = apply_overrides(cfg, load_yaml(args.config))
+        try:
+            cfg = apply_overrides(cfg, load_yaml(args.config))
+        except HubError as e:
+            raise HubError(f"{args.config}: {e}") from None
     flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__")}
     cfg = apply_overrides(cfg, flags)
     sets = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -47,37 +48,67 @@ def task_spec(data_cfg) -> TaskSpec:
         if not data_cfg.train_file or not data_cfg.test_file:
             raise HubError("task 'custom' needs --train_file and --test_file")
         return TaskSpec(data_cfg.kind, None, data_cfg.train_file, data_cfg.test_file,
-                        data_cfg.input_column, data_cfg.target_column, None,
+                        data_cfg.input_column, data_cfg.target_column, "id",  # users join predictions on it
                         10 if data_cfg.kind == "classification" else 128)
     if data_cfg.task not in TASKS:
         raise HubError(f"unknown task '{data_cfg.task}'; allowed: {', '.join(TASK_NAMES)}")
     return TASKS[data_cfg.task]
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def _read_text(path: Path) -> str:
+    """The file's text (gzip-aware); UTF-8 with or without a byte-order mark, else one error line."""
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise HubError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {column}); "
+                       "save the file as UTF-8") from None
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Read JSONL (optionally .gz) or CSV; a malformed line is reported with file and line number."""
+def read_numbered(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) of a JSONL (optionally .gz) or CSV file; a malformed line is reported
+    with file and line number."""
     path = Path(path)
     if not path.is_file():
         raise HubError(f"data file not found: {path}")
+    text = _read_text(path)
+    if ".csv" in path.suffixes:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            return [(reader.line_num, dict(r)) for r in reader]
+        except csv.Error as e:
+            raise HubError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     rows = []
-    with _open_text(path) as fh:
-        if ".csv" in path.suffixes:
-            return [dict(r) for r in csv.DictReader(fh)]
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HubError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise HubError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise HubError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise HubError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append((lineno, row))
     return rows
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a JSONL (optionally .gz) or CSV file."""
+    return [row for _, row in read_numbered(path)]
+
+
+def _cell(path: Path, lineno: int, rec: dict, col: str, required: bool) -> str:
+    """One field as text; a missing value (JSON null, an empty CSV cell) is refused, never "None"."""
+    if col not in rec:
+        raise HubError(f"{path}:{lineno}: no column '{col}' (columns: {', '.join(str(c) for c in rec)})")
+    value = rec[col]
+    if value is None or (required and isinstance(value, str) and not value.strip()):
+        raise HubError(f"{path}:{lineno}: column '{col}' has no value; fill it in or remove the row")
+    if isinstance(value, (dict, list)):
+        raise HubError(f"{path}:{lineno}: column '{col}' must be text or a number, got {type(value).__name__}")
+    return str(value)
 
 
 def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
@@ -116,18 +147,15 @@ def load_split(data_cfg, split: str) -> list[dict]:
 def _load_split(task: str, spec: TaskSpec, path: str, _mtime: int, _size: int, clean: str,
                 split: str) -> tuple[dict, ...]:
     path = Path(path)
-    records = read_records(path)
     rows = []
-    for i, rec in enumerate(records):
-        for col in (spec.input_column, spec.target_column):
-            if col not in rec:
-                raise HubError(f"{path}: row {i + 1} has no column '{col}' (columns: {', '.join(rec)})")
-        text, target = str(rec[spec.input_column]), str(rec[spec.target_column])
+    for i, (lineno, rec) in enumerate(read_numbered(path)):
+        text = _cell(path, lineno, rec, spec.input_column, required=False)
+        target = _cell(path, lineno, rec, spec.target_column, required=True)
         if task == "classification" and clean == "strip":
             text = clean_newsgroup(text)
             if not text and split == "train":  # nothing to learn from; the test split stays whole
                 continue
-        rid = str(rec[spec.id_column]) if spec.id_column and spec.id_column in rec else str(i)
+        rid = str(rec[spec.id_column]) if spec.id_column and rec.get(spec.id_column) is not None else str(i)
         rows.append({"id": rid, "input": text, "target": target})
     if split == "test" and task == "dialogsum":
         rows = group_references(rows)

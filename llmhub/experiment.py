@@ -10,17 +10,24 @@ Layout of an experiment directory:
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
 from . import generate, methods, metrics, models
-from .config import RunConfig
+from .config import RunConfig, validate
 from .errors import HubError
-from .results import cost_usd, provenance, read_results, write_json, write_jsonl
+from .results import cost_usd, finished_record, provenance, set_aside_corrupt, write_json, write_jsonl
+from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
+
+TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
+# What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
+EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype")
 
 
 @dataclass
@@ -38,32 +45,36 @@ class Setup:
 
 def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") -> Setup:
     """Check the config and read the data; every bad input fails here with one line."""
+    validate(cfg)
     methods.check_method(cfg.method.method)
     spec = data_mod.task_spec(cfg.data)
     model_config = models.load_config(cfg.model.pretrained_ckpt)
     family = models.family_of(model_config, cfg.model.family)
     models.resolve_dtype(cfg.model.torch_dtype)
+    if mode in ("finetune", "evaluate") and family != "encoder":
+        _check_prompt_room(cfg, family, spec.kind)
     if mode == "finetune" and "train" in splits:
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
         methods.peft_config(cfg.method, model_config, family)  # unknown targets fail before loading
     rows = data_mod.load_task(cfg.data, cfg.train.seed, splits)
     labels = data_mod.label_set(rows.get("train") or rows["test"]) if spec.kind == "classification" else []
+    if labels and "train" in rows and "test" in rows:
+        unseen = sorted({r["target"] for r in rows["test"]} - set(labels))
+        if unseen:
+            print(f"warning: {len(unseen)} test label(s) never occur in the train split ({', '.join(unseen[:5])}); "
+                  "their examples cannot be predicted right", file=sys.stderr)
     return Setup(cfg, model_config, models.resolve_path(cfg.model.pretrained_ckpt), family,
                  models.PROMPT_STYLE[family], spec.kind, rows, labels)
 
 
-def check_output_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber a finished run; an unfinished one needs --resume or --overwrite."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if overwrite:
-        shutil.rmtree(out)
-        return
-    if (out / "results.json").exists():
-        raise HubError(f"{out} already holds a finished run; pass --overwrite to replace it")
-    if not resume:
-        raise HubError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite")
+def _check_prompt_room(cfg: RunConfig, family: str, kind: str, min_input: int = 8) -> None:
+    """max_source_length must leave room for the input beside the fine-tuning prompt's own tokens."""
+    tok = models.load_tokenizer(models.resolve_path(cfg.model.pretrained_ckpt), family)
+    overhead = generate.template_overhead(tok, models.PROMPT_STYLE[family], kind)
+    if cfg.data.max_source_length < overhead + min_input:
+        raise HubError(f"max_source_length {cfg.data.max_source_length} leaves no room for the input: the prompt "
+                       f"template takes {overhead} tokens; allowed: >= {overhead + min_input}")
 
 
 def is_main_rank() -> bool:
@@ -109,8 +120,6 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
 
 def _labels(model_dir: Path) -> list[str] | None:
     """The label names an encoder head was trained on (its id -> label map for predictions)."""
-    import json
-
     labels = model_dir / "labels.json"
     return json.loads(labels.read_text()) if labels.exists() else None
 
@@ -161,57 +170,114 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
 
 
 def train_experiment(cfg: RunConfig, overwrite: bool = False, resume: bool = False) -> dict:
-    """Fine-tune, save the adapter and tokenizer, evaluate; returns the results record."""
+    """Fine-tune, save the adapter and tokenizer, evaluate; returns the results record.
+
+    Everything is validated and the model loaded before an old run is replaced (--overwrite); a
+    resumed run whose training had finished (model/ is complete) goes straight to evaluation."""
+    s = prepare(cfg)
+    with disk_errors(Path(cfg.output_dir)):
+        return _train(s, overwrite, resume)
+
+
+def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     from . import train as train_mod
 
-    s = prepare(cfg)
+    cfg = s.cfg
     out = Path(cfg.output_dir)
     # Only rank 0 vets, clears and creates the directory: another rank seeing rank 0's config.yaml
     # would take it for an unfinished run, and two ranks clearing it with --overwrite would race.
     # Other ranks write nothing there before the first DDP step, which waits for rank 0.
     main_rank = is_main_rank()
-    if main_rank:
-        check_output_dir(out, overwrite, resume)
+    plan = check_output_dir(out, overwrite, resume) if main_rank else "resume"
+    if plan == "resume" and main_rank:
+        check_resume_config(out, cfg)
+        if (out / "model" / TRAIN_STATS).is_file():  # killed after training: evaluate the saved model
+            print(f"resume: training of {out} had finished; evaluating the saved model", file=sys.stderr)
+            tok, model = load_trained(out, cfg, s.family)
+            stats = json.loads((out / "model" / TRAIN_STATS).read_text())
+            return _finish(out, model, tok, s, stats)
     tok, model = load_for_training(s)
     trainable, total = methods.trainable_parameters(model)
     label2id = {label: i for i, label in enumerate(s.labels)}
     features = train_mod.tokenize_rows(s.splits["train"], tok, s.family, s.style, s.kind, cfg.data, label2id)
     if main_rank:
+        if plan == "replace":  # the new run is ready to start: only now does the old one go
+            replace_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        cfg.dump(out / "config.yaml")
+        if not (out / "config.yaml").exists():  # a resumed run keeps the config it was started with
+            cfg.dump(out / "config.yaml")
     stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume)
     if not stats.pop("is_main_process"):
         return {}  # in multi-process runs exactly one rank saves, evaluates and writes results
+    stats.update(trainable_params=trainable, total_params=total,
+                 cost_per_hour_usd=cfg.train.cost_per_hour,
+                 cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
     tmp = out / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     if s.labels:
         write_json(tmp / "labels.json", s.labels)
+    write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
     shutil.rmtree(out / "model", ignore_errors=True)
     tmp.rename(out / "model")
-    stats.update(trainable_params=trainable, total_params=total,
-                 cost_per_hour_usd=cfg.train.cost_per_hour,
-                 cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
+    return _finish(out, model, tok, s, stats)
+
+
+def _finish(out: Path, model, tok, s: Setup, stats: dict) -> dict:
     record = evaluate_into(out, model, tok, s, {"train": stats})
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return record
 
 
-def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None) -> dict:
-    """Re-evaluate a trained experiment (the *_inference.py scripts)."""
-    from .config import apply_overrides, load_yaml
+def _eval_name(diff: dict[str, tuple]) -> str:
+    """eval/<name> for a re-evaluation: the changed settings (test_samples-100), or "default"."""
+    import re
+
+    raw = "_".join(f"{k}-{new}" for k, (_, new) in diff.items()) or "default"
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", raw).strip("-.")[:100] or "default"
+
+
+def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, overwrite: bool = False,
+                        name: str | None = None) -> dict:
+    """Evaluate a trained experiment (the *_inference.py scripts and `llmhub evaluate`).
+
+    A run without results yet is evaluated in place. A finished run is immutable: evaluating it
+    again (with other settings or not) writes EXP/eval/<name>/ (config.yaml, predictions.jsonl,
+    results.json), unless --overwrite replaces the run's own results (and its config.yaml's
+    evaluation settings)."""
+    from .config import apply_overrides, flatten, load_yaml
 
     exp_dir = Path(exp_dir)
     if not (exp_dir / "config.yaml").is_file():
         raise HubError(f"{exp_dir} is not an experiment directory (no config.yaml)")
-    cfg = apply_overrides(apply_overrides(RunConfig(), load_yaml(exp_dir / "config.yaml")), overrides or {})
+    over = flatten(overrides or {})
+    fixed = sorted(k for k in over if k not in EVAL_KEYS)
+    if fixed:
+        raise HubError(f"evaluate cannot change {', '.join(fixed)} (fixed by training); "
+                       f"allowed: {', '.join(EVAL_KEYS)}")
+    trained = apply_overrides(RunConfig(), load_yaml(exp_dir / "config.yaml"))
+    cfg = validate(apply_overrides(trained, over))
+    diff = differences(trained.to_dict(), cfg.to_dict())
+    if name is not None and (name in (".", "..") or not name or "/" in name or "\\" in name):
+        raise HubError(f"evaluation name {name!r} must be a plain folder name")
+    set_aside_corrupt(exp_dir / "results.json")
+    previous = finished_record(exp_dir / "results.json")
+    in_place = name is None and (overwrite or (previous is None and not diff))
+    target = exp_dir if in_place else exp_dir / "eval" / (name or _eval_name(diff))
+    if not in_place:
+        if target.exists() and not target.is_dir():
+            raise HubError(f"{target} is a file, not a folder")
+        if finished_record(target / "results.json") is not None and not overwrite:
+            raise HubError(f"{target} already holds this evaluation; pass --overwrite to redo it")
     s = prepare(cfg, splits=("test",), mode="evaluate")
     if s.kind == "classification" and (exp_dir / "model" / "labels.json").exists():
-        import json
-
         s.labels = json.loads((exp_dir / "model" / "labels.json").read_text())
     tok, model = load_trained(exp_dir, cfg, s.family)
-    previous = read_results(exp_dir / "results.json") if (exp_dir / "results.json").exists() else {}
-    return evaluate_into(exp_dir, model, tok, s, {"train": previous.get("train")})
-
+    stats_file = exp_dir / "model" / TRAIN_STATS
+    train = (previous or {}).get("train") or (json.loads(stats_file.read_text()) if stats_file.is_file() else None)
+    with disk_errors(target):
+        if target != exp_dir or diff:
+            cfg.output_dir = str(target)
+            cfg.dump(target / "config.yaml")  # the folder's config describes the results beside it
+        return evaluate_into(target, model, tok, s, {"train": train})

@@ -52,7 +52,9 @@ class Run:
 
     def status(self) -> str:
         """done (skipped) | failed (retried) | partial (resumed) | pending."""
-        if (self.out_dir / "results.json").exists():
+        from .results import finished_record
+
+        if finished_record(self.out_dir / "results.json") is not None:  # a corrupt one is redone
             return "done"
         if (self.out_dir / "error.json").exists():
             return "failed"
@@ -170,7 +172,10 @@ def _name(template: str | None, labels: dict, cfg: RunConfig, args: dict, index:
         raw = "_".join(f"{k}-{Path(str(v)).name}" for k, v in labels.items())
     else:
         raw = f"run{index:02d}"
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", raw).strip("-") or f"run{index:02d}"
+    name = re.sub(r"[^A-Za-z0-9._=+-]+", "-", raw).strip("-") or f"run{index:02d}"
+    if set(name) == {"."}:  # '.' or '..' would put the run in output_root or its parent
+        raise HubError(f"run name {raw!r} is not a plain folder name")
+    return name
 
 
 def default_output_root(grid_path: str | Path, spec: dict) -> Path:

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -17,12 +18,27 @@ PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "data
             "rouge_score", "scikit-learn")
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+    The file gets the mode a plain open() would give it (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -91,4 +107,30 @@ def peak_memory_mb() -> float:
 
 
 def read_results(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A finished run's results.json; a missing or unreadable file is one HubError line."""
+    from .errors import HubError
+
+    record = finished_record(path)
+    if record is None:
+        raise HubError(f"{path}: not a finished run's results (missing, or not JSON with 'metrics')")
+    return record
+
+
+def finished_record(path: str | Path) -> dict | None:
+    """The results.json record if it parses and holds metrics (the mark of a finished run), else None."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
+
+
+def set_aside_corrupt(path: str | Path) -> bool:
+    """Rename a results.json that exists but is not a finished record to results.json.corrupt (kept for
+    a human to look at) so the run is redone; True if it did."""
+    path = Path(path)
+    if not path.exists() or finished_record(path) is not None:
+        return False
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    print(f"warning: {path} is corrupt; kept as {path.name}.corrupt; the run is redone", file=sys.stderr)
+    return True

@@ -6,7 +6,9 @@ row, and length-grouped sampling keeps rows of similar length together.
 from __future__ import annotations
 
 import json
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -71,17 +73,71 @@ def build_optimizer(model, train_cfg):
     raise HubError(f"unknown optimizer '{train_cfg.optimizer}'; allowed: adamw, prodigy")
 
 
-def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest checkpoint-N whose trainer_state.json (the Trainer writes it after the weights,
-    optimizer and RNG state) is readable; a folder left half-written by a kill is passed over."""
-    done = []
-    for path in Path(checkpoint_dir).glob("checkpoint-*"):
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            done.append((int(path.name.rsplit("-", 1)[1]), path))
-        except (OSError, ValueError):
-            continue
-    return str(max(done)[1]) if done else None
+def _damage(path: Path) -> str | None:
+    """Why a checkpoint file cannot be loaded, or None. A safetensors file must hold every byte its
+    header promises (8-byte length, JSON header, data); torch's .pt/.pth/.bin are zip archives whose
+    CRCs must check out. A kill or a full disk during a save leaves a file short."""
+    try:
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            return None if path.stat().st_size == 8 + n + end else f"{path.name} is truncated"
+        if path.suffix in (".pt", ".pth", ".bin"):
+            with zipfile.ZipFile(path) as z:
+                return f"{path.name} is damaged" if z.testzip() else None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return f"{path.name} is truncated or damaged"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint-N folder cannot be resumed from, or None: its trainer_state.json (the Trainer
+    writes it after the weights, optimizer and RNG state) must parse and every weight/state file load."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "it has no readable trainer_state.json"
+    return next((d for d in map(_damage, sorted(path.iterdir())) if d), None)
+
+
+def last_complete_checkpoint(checkpoint_dir: Path, say=None) -> str | None:
+    """The newest checkpoint-N that is complete; newer damaged ones are passed over (and named to
+    `say`, e.g. sys.stderr), so a kill or a full disk during a save costs only that save."""
+    found = sorted(((int(p.name.rsplit("-", 1)[1]), p) for p in Path(checkpoint_dir).glob("checkpoint-*")
+                    if p.name.rsplit("-", 1)[1].isdigit()), reverse=True)
+    for i, (_, path) in enumerate(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        if say is not None:
+            fallback = f"trying {found[i + 1][1].name}" if i + 1 < len(found) else "starting from step 0"
+            print(f"warning: {path.name} cannot be resumed from ({problem}); {fallback}", file=say)
+    return None
+
+
+def _elapsed_callback(before: float):
+    """A Trainer callback whose state (training seconds so far, resumes included) is saved inside
+    every checkpoint's trainer_state.json, so a resumed run reports its whole training time."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class ElapsedTime(TrainerCallback, ExportableState):
+        def __init__(self):
+            self.start = time.perf_counter()
+
+        def seconds(self) -> float:
+            return before + time.perf_counter() - self.start
+
+        def state(self) -> dict:
+            return {"args": {}, "attributes": {"seconds": self.seconds()}}
+
+    return ElapsedTime()
+
+
+def _checkpoint_state(checkpoint: str | None) -> dict:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
 
 
 def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path):
@@ -126,14 +182,26 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
     """Train; return wall seconds, steps, real tokens per second and peak memory."""
     t = cfg.train
     trainer = make_trainer(model, tokenizer, features, family, cfg, checkpoint_dir)
-    last = last_complete_checkpoint(checkpoint_dir) if resume else None
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - start
-    steps = output.global_step
+    last = last_complete_checkpoint(checkpoint_dir, say=sys.stderr) if resume else None
+    state = _checkpoint_state(last)
+    before = state.get("stateful_callbacks", {}).get("ElapsedTime", {}).get("attributes", {}).get("seconds", 0.0)
+    elapsed = _elapsed_callback(before)
+    trainer.add_callback(elapsed)
+    if last and state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]:
+        # Killed after training's final checkpoint: take its weights; training again would run one
+        # step past max_steps.
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(last)
+        trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        steps, train_loss = trainer.state.global_step, None
+    else:
+        output = trainer.train(resume_from_checkpoint=last)
+        steps, train_loss = output.global_step, output.training_loss
+    seconds = elapsed.seconds()
     examples_seen = steps * t.batch_size * t.grad_accum * trainer.args.world_size
     tokens = real_tokens(features) * examples_seen / len(features)
-    return {"seconds": seconds, "steps": steps, "train_loss": output.training_loss,
+    return {"seconds": seconds, "steps": steps, "train_loss": train_loss,
             "examples": len(features), "real_tokens": int(tokens),
             "tokens_per_second": tokens / seconds if seconds else None,
             "peak_memory_mb": peak_memory_mb(), "resumed_from": last,

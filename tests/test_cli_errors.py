@@ -32,10 +32,10 @@ def base_args(tiny_models, data_dir, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--pretrained_ckpt", "no-such-model"], "unknown model 'no-such-model'"),
-    (["--method", "lora2"], "unknown method 'lora2'; allowed: lora, qlora, prefix, prompt, ia3, full"),
+    (["--method", "lora2"], "unknown method 'lora2'; allowed: lora, qlora, dora, prefix, prompt, ia3, full"),
     (["--task", "translation"], "unknown task 'translation'"),
     (["--data_dir", "/nonexistent/data"], "data directory not found"),
-    (["--train_sample_fraction", "1.5", "--train_samples", "null"], "train_sample_fraction must be in (0, 1]"),
+    (["--train_sample_fraction", "1.5", "--train_samples", "null"], "config key 'train_sample_fraction' must be > 0 and <= 1, got 1.5"),
     (["--train_sample_fraction", "0"], None),
     (["--lora_r", "abc"], "config key 'lora_r' must be an integer"),
     (["--set", "lora_rank=4"], "unknown config key 'lora_rank'"),
@@ -45,7 +45,7 @@ def test_bad_train_input(base_args, tmp_path, extra, message):
     args = list(base_args)
     if "--train_sample_fraction" in extra and message is None:
         args[args.index("--train_samples"):args.index("--train_samples") + 2] = []
-        message = "train_sample_fraction must be in (0, 1]"
+        message = "config key 'train_sample_fraction' must be > 0 and <= 1, got 0"
     elif "--train_samples" in extra:
         i = args.index("--train_samples")
         del args[i:i + 2]

@@ -1,32 +1,58 @@
-"""Evaluation decoding: one example at a time (as the seeds did) vs our batched generation.
+"""Evaluation decoding: one example at a time in fp32 (as the seeds did) vs our batched generation,
+and how far batched decoding is from this machine's memory-bandwidth bound, measured in one run.
 
-Real SmolLM2-135M, greedy, up to 60 new tokens, the first 200 SAMSum test dialogues with the
-zero-shot summarization prompt. Both arms run llmhub.generate.generate; only the batch size differs.
-Predictions are compared one by one: left padding with a correct attention mask should make them
-identical; any that differ are listed with where they diverge.
-Last line: speedup=<x>
+Real SmolLM2-135M, greedy, up to 60 new tokens, SAMSum test dialogues with the zero-shot
+summarization prompt, through llmhub.generate.generate. Arms:
+  one_by_one   fp32, batch 1, on the first --one_by_one_examples dialogues (a sub-sample, so the
+               benchmark holds the machine for minutes, not a quarter of an hour; per-example time)
+  batched      --torch_dtype auto (bf16 where the CPU has native bf16, else fp32), --batch_size, on
+               --examples dialogues; --cache static adds a static KV cache (`cache_implementation`)
+Predictions of the two arms are compared on the shared sub-sample when both are fp32: left padding
+with a correct attention mask should make them identical; any that differ are listed.
+Bandwidth bound: a decode step reads every weight once, so at batch B generated tokens/s <=
+B * read bandwidth / weight bytes; the read bandwidth is measured here (sum over a 512 MiB tensor).
+Generated tokens are counted by re-tokenising each prediction (+1 for its end token).
+Last line: speedup=<batched / one_by_one ex/s> speedup_vs_seed=<same> fraction_of_bound=<f>
 """
 import argparse
-import sys
+import os
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from llmhub import models, prompts
+from llmhub.config import RunConfig, apply_overrides
+from llmhub.data import load_split
+from llmhub.generate import generate
+from llmhub.results import write_json
 
-from llmhub import models, prompts  # noqa: E402
-from llmhub.config import RunConfig, apply_overrides  # noqa: E402
-from llmhub.data import load_split  # noqa: E402
-from llmhub.generate import generate  # noqa: E402
-from llmhub.results import write_json  # noqa: E402
+
+def read_bandwidth() -> float:
+    """Bytes/s of streaming a 512 MiB fp32 tensor through a reduction (best of 3)."""
+    t = torch.ones(128 * 2**20)
+    t.sum()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        t.sum()
+        best = min(best, time.perf_counter() - start)
+    return t.numel() * 4 / best
+
+
+def run(model, tok, texts, batch_size, max_new_tokens, **kw) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    out = generate(model, tok, texts, "causal", max_new_tokens, batch_size=batch_size, max_source_length=2048,
+                   progress=False, **kw)
+    return out, time.perf_counter() - start
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data")
     ap.add_argument("--examples", type=int, default=200)
+    ap.add_argument("--one_by_one_examples", type=int, default=40)
     ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--cache", choices=["dynamic", "static"], default="dynamic")
     ap.add_argument("--max_new_tokens", type=int, default=60)
     ap.add_argument("--output", default="results/benchmarks/generation.json")
     args = ap.parse_args()
@@ -35,28 +61,48 @@ def main() -> None:
     rows = load_split(cfg.data, "test")[: args.examples]
     path = models.resolve_path("smollm2-135m")
     tok = models.load_tokenizer(path, "causal")
-    model = models.load_base_model(path, "causal", torch.float32)
     texts = [prompts.render("causal", "generation", r["input"], "zero-shot") for r in rows]
-    report = {"examples": len(rows), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
-    outputs = {}
-    for name, bs in (("one_by_one", 1), ("batched", args.batch_size)):
-        start = time.perf_counter()
-        outputs[name] = generate(model, tok, texts, "causal", args.max_new_tokens, batch_size=bs,
-                                 max_source_length=2048)
-        seconds = time.perf_counter() - start
-        report[name] = {"seconds": seconds, "seconds_per_example": seconds / len(rows)}
-        print(f"{name}: {seconds:.1f} s ({seconds / len(rows):.2f} s/example)", flush=True)
-    differ = [(r["id"], a, b) for r, a, b in zip(rows, outputs["one_by_one"], outputs["batched"]) if a != b]
-    for rid, a, b in differ:
-        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        print(f"differs {rid} at char {at}: one-by-one {a[at:at + 40]!r} vs batched {b[at:at + 40]!r}")
-    report["identical_predictions"] = len(rows) - len(differ)
-    report["differing_ids"] = [d[0] for d in differ]
-    report["speedup"] = report["one_by_one"]["seconds"] / report["batched"]["seconds"]
-    report["hardware"] = f"{torch.get_num_threads()} CPU threads, no GPU"
+    dtype = models.resolve_dtype("auto")
+    report = {"examples": len(rows), "one_by_one_examples": args.one_by_one_examples,
+              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "cache": args.cache,
+              "batched_dtype": str(dtype), "load_average_before": os.getloadavg(),
+              "threads": torch.get_num_threads()}
+    bandwidth = read_bandwidth()
+    fp32 = models.load_base_model(path, "causal", torch.float32)
+    n_small = args.one_by_one_examples
+    small, seconds = run(fp32, tok, texts[:n_small], 1, args.max_new_tokens)
+    report["one_by_one"] = {"seconds": seconds, "examples": n_small, "examples_per_second": n_small / seconds}
+    print(f"one_by_one fp32: {seconds:.1f} s for {n_small} ({n_small / seconds:.2f} ex/s)", flush=True)
+    model = fp32 if dtype == torch.float32 else models.load_base_model(path, "causal", dtype)
+    kw = {"cache_implementation": "static"} if args.cache == "static" else {}
+    outputs, seconds = run(model, tok, texts, args.batch_size, args.max_new_tokens, **kw)
+    new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound = args.batch_size * bandwidth / weight_bytes
+    report["batched"] = {"seconds": seconds, "examples_per_second": len(rows) / seconds,
+                         "generated_tokens": new_tokens, "generated_tokens_per_second": new_tokens / seconds}
+    report["bandwidth_bytes_per_second"] = bandwidth
+    report["weight_bytes"] = weight_bytes
+    report["bound_tokens_per_second"] = bound
+    report["fraction_of_bound"] = new_tokens / seconds / bound
+    print(f"batched {dtype} batch {args.batch_size} {args.cache} cache: {seconds:.1f} s for {len(rows)} "
+          f"({len(rows) / seconds:.2f} ex/s), {new_tokens / seconds:.0f} generated tokens/s; bound "
+          f"{bound:.0f} tokens/s ({bandwidth / 1e9:.1f} GB/s / {weight_bytes / 2**20:.0f} MiB x {args.batch_size})",
+          flush=True)
+    if dtype == torch.float32:
+        differ = [(r["id"], a, b) for r, a, b in zip(rows, small, outputs) if a != b]
+        for rid, a, b in differ:
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            print(f"differs {rid} at char {at}: one-by-one {a[at:at + 40]!r} vs batched {b[at:at + 40]!r}")
+        report["identical_predictions"] = f"{n_small - len(differ)}/{n_small}"
+        report["differing_ids"] = [d[0] for d in differ]
+        print(f"identical predictions (fp32, one by one vs batched): {report['identical_predictions']}")
+    report["speedup"] = report["batched"]["examples_per_second"] / report["one_by_one"]["examples_per_second"]
+    report["load_average_after"] = os.getloadavg()
     write_json(args.output, report)
-    print(f"identical predictions: {len(rows) - len(differ)}/{len(rows)}")
-    print(f"speedup={report['speedup']:.2f}")
+    print(f"load average {report['load_average_before'][0]:.2f} -> {report['load_average_after'][0]:.2f}")
+    print(f"speedup={report['speedup']:.2f} speedup_vs_seed={report['speedup']:.2f} "
+          f"fraction_of_bound={report['fraction_of_bound']:.3f}")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ def test_auto_dtype_is_bf16_only_where_supported():
     assert models.resolve_dtype("auto") == expected
 
 
-def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, **extra):
-    cfg = tiny_config(tiny_models["llama"], data_dir, tmp_path / "exp", "summarization", method,
+def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, family="llama", **extra):
+    cfg = tiny_config(tiny_models[family], data_dir, tmp_path / "exp", "summarization", method,
                       lora_dropout=0.0, **extra)
-    path = str(tiny_models["llama"])
+    path = str(tiny_models[family])
     tok = models.load_tokenizer(path, "causal")
     torch.manual_seed(0)
     model = models.load_base_model(path, "causal", dtype, quantize_4bit=method == "qlora")
@@ -64,9 +64,10 @@ def test_adapters_and_optimizer_state_stay_fp32_under_a_bf16_base(tiny_models, d
     assert states and all(s["exp_avg"].dtype == torch.float32 for s in states)
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "ia3"])
-def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_path, monkeypatch, method):
-    cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, method)
+@pytest.mark.parametrize("family,method", [("llama", "full"), ("llama", "lora"), ("llama", "ia3"),
+                                           ("falcon", "lora"), ("gpt_neox", "lora")])
+def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_path, monkeypatch, family, method):
+    cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, method, family=family)
     parts = lm_loss.label_position_parts(model)
     assert parts is not None
     model.train()
@@ -114,3 +115,15 @@ def test_gradient_checkpointing_is_on_by_default_for_qlora_only(tiny_models, dat
         cfg, tok, model, features, _ = _setup(tiny_models, data_dir, tmp_path, method)
         assert cfg.train.gradient_checkpointing is None
         assert make_trainer(model, tok, features, "causal", cfg, tmp_path / "c").args.activation_checkpointing is expected
+
+
+@pytest.mark.parametrize("family,method", [("llama", m) for m in ("lora", "prefix", "prompt", "ia3", "full")]
+                         + [("t5", "lora"), ("t5", "prefix")])
+def test_every_method_trains_and_evaluates_under_bf16(tiny_models, data_dir, tmp_path, family, method):
+    from llmhub.experiment import train_experiment
+
+    cfg = tiny_config(tiny_models[family], data_dir, tmp_path / "exp", "summarization", method,
+                      torch_dtype="bfloat16")
+    record = train_experiment(cfg)
+    assert record["train"]["steps"] == 3 and record["train"]["train_loss"] > 0
+    assert 0 <= record["metrics"]["rouge1"] <= 100

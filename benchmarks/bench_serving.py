@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from llmhub.cli import run
+from llmhub.errors import HubError
 
-from llmhub.cli import run  # noqa: E402
-from llmhub.errors import HubError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):

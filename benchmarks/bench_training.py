@@ -7,18 +7,15 @@ Last line: speedup=<x>
 """
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from llmhub import models  # noqa: E402
-from llmhub.config import RunConfig, apply_overrides  # noqa: E402
-from llmhub.data import load_split  # noqa: E402
-from llmhub.train import fit, real_tokens, tokenize_rows  # noqa: E402
+from llmhub import models
+from llmhub.config import RunConfig, apply_overrides
+from llmhub.data import load_split
+from llmhub.train import fit, real_tokens, tokenize_rows
 
 
 def tiny_llama(vocab_size: int):

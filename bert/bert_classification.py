@@ -4,10 +4,7 @@ sequence classifier, then evaluate it.
 --pretrained_ckpt distilbert for DistilBERT, minilm-l6 for the offline all-MiniLM-L6-v2;
 --method lora for LoRA instead of full fine-tuning. Run with --help for every flag.
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmhub.cli import script  # noqa: E402
+from llmhub.cli import script
 
 script("bert", "classification")

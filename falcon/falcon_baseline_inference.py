@@ -3,10 +3,7 @@
 --task classification|summarization, --prompt zero-shot|few-shot; writes an experiment directory
 (config.yaml, predictions.jsonl, results.json). Run with --help for every flag.
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmhub.cli import script  # noqa: E402
+from llmhub.cli import script
 
 script("falcon", "classification", "baseline")

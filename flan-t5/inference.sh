@@ -6,7 +6,6 @@
 here=$(cd "$(dirname "$0")" && pwd)
 force=0; [ "$1" = "--force" ] && { force=1; shift; }
 root=${1:-$here/../results/flan-t5}; [ $# -gt 0 ] && shift
-export PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 while IFS= read -r model_dir; do  # every experiment folder that holds a trained model/
   dir=$(dirname "$model_dir")

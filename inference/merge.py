@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from llmhub.errors import HubError  # noqa: E402
+from llmhub.errors import HubError
 
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "ADAPTION_PROMPT"}
 # Inputs for the check: short, varied, in the shape of both tasks' data.

@@ -17,15 +17,12 @@ import asyncio
 import copy
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
 
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from ray import serve  # noqa: E402
-
-from inference import schema  # noqa: E402
+from inference import schema
 
 api = FastAPI(title="llmhub on Ray Serve", docs_url=None, redoc_url=None)
 

@@ -11,14 +11,13 @@ inference/README.md.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from llmhub.cli import run  # noqa: E402
-from llmhub.errors import HubError  # noqa: E402
+from llmhub.cli import run
+from llmhub.errors import HubError
 
 MODES = ("naive", "batched")
 
@@ -62,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--threads", type=int, default=_env("threads", "2"),
                      help="torch CPU threads; one per physical core (default: %(default)s)")
     net.add_argument("--log_level", default=_env("log_level", "warning"), help="uvicorn log level")
+    net.add_argument("--api_key", default=_env("api_key"),
+                     help="ask every request but /health for 'Authorization: Bearer KEY' (default: none; "
+                          "prefer LLMHUB_API_KEY, which does not show in the process list)")
     return p
 
 
@@ -81,6 +83,19 @@ def check(args) -> None:
         raise HubError(f"--max_wait_ms must be >= 0, got {args.max_wait_ms}")
     if args.experiment_dir and args.task:
         raise HubError("--task goes with --model; an experiment directory knows its task")
+
+
+def load_predictor(predictor_cls, args, over: dict):
+    """The model, or one `error:` line: a truncated adapter or weights file is a bad input, not a crash."""
+    source = args.experiment_dir or args.model
+    try:
+        return predictor_cls.load(args.experiment_dir, args.model, over)
+    except HubError:
+        raise
+    except Exception as e:  # SafetensorError, OSError, a cut pickle's RuntimeError/EOFError, ...
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise HubError(f"cannot load the model of {source}: {type(e).__name__}: {first} "
+                       "(is a weights or adapter file truncated? copy it again or retrain)") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,10 +118,11 @@ def main(argv: list[str] | None = None) -> None:
 
             if not (Path(resolve_path(args.model)) / MERGED_CONFIG).is_file():
                 over["task"] = "summarization"
-        predictor = Predictor.load(args.experiment_dir, args.model, over)
+        predictor = load_predictor(Predictor, args, over)
         settings = BatchSettings(args.mode, args.max_batch_size, args.max_wait_ms, args.max_queue)
         limits = Limits(args.max_input_tokens, args.max_new_tokens_limit)
-        app = create_app(predictor, settings, limits)
+        app = create_app(predictor, settings, limits, api_key=args.api_key)
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         print(f"serving {predictor.name} ({predictor.family}, {predictor.kind}) mode={args.mode} "
               f"on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -4,10 +4,7 @@
 (config.yaml, predictions.jsonl, results.json). Offline, --pretrained_ckpt smollm2-135m runs the real
 SmolLM2-135M-Instruct instead. Run with --help for every flag.
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmhub.cli import script  # noqa: E402
+from llmhub.cli import script
 
 script("llama2", "classification", "baseline")

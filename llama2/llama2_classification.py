@@ -3,10 +3,7 @@
 Offline, --pretrained_ckpt smollm2-135m runs the real SmolLM2-135M (Llama architecture) instead.
 Run with --help for every flag; defaults are this folder's recipe (llmhub/recipes.py).
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmhub.cli import script  # noqa: E402
+from llmhub.cli import script
 
 script("llama2", "classification")

@@ -9,7 +9,6 @@ failed. `--backend ray` submits one Ray task per run with the CPUs/GPUs each tri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
@@ -77,15 +76,14 @@ def _run_local(runs: list[Run], log) -> list[dict]:
 
 
 def init_ray(address: str | None = None, init_kwargs: dict | None = None):
-    """Connect to a Ray cluster (or start a local one); workers get this package on their path."""
+    """Connect to a Ray cluster (or start a local one); workers import the installed package."""
     try:
         import ray
     except ImportError:
         raise HubError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     if not ray.is_initialized():
-        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}},
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
                  **(init_kwargs or {}))
     return ray
 

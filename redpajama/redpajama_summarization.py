@@ -4,10 +4,7 @@ LoRA targets default to the fused-attention and MLP layers of the architecture (
 dense, dense_h_to_4h, dense_4h_to_h). Run with --help for every flag; defaults are this folder's
 recipe (llmhub/recipes.py). Runs unchanged under `accelerate launch` (see configs/accelerate/).
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmhub.cli import script  # noqa: E402
+from llmhub.cli import script
 
 script("redpajama", "summarization")

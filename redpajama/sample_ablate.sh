@@ -4,4 +4,4 @@
 # same command to resume (runs with a results.json are skipped). Works from any directory.
 # Usage: redpajama/sample_ablate.sh [--dry-run] [--set data_dir=DATA] [--grid KEY=V1,V2] [--backend ray] [--output_root DIR]
 here=$(cd "$(dirname "$0")" && pwd)
-PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/sample_ablate.yaml" "$@"
+exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/sample_ablate.yaml" "$@"

@@ -69,7 +69,7 @@ def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     out = tmp_path / "exp"
-    env = {**os.environ, "DDP_TEST_MARKS": str(marks), "DDP_TEST_OUT": str(out), "PYTHONPATH": str(ROOT),
+    env = {**os.environ, "DDP_TEST_MARKS": str(marks), "DDP_TEST_OUT": str(out),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_ddp.yaml"),

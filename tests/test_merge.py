@@ -16,8 +16,7 @@ from llmhub.errors import HubError
 from llmhub.serving import Predictor
 from test_server import eval_rows, trained_experiment
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference.merge import CHECK_TEXTS, compare, logits_of, merge  # noqa: E402
+from inference.merge import CHECK_TEXTS, compare, logits_of, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 

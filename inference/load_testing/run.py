@@ -17,13 +17,9 @@ Send load only to servers you run yourself. See inference/README.md.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from llmhub.cli import run  # noqa: E402
-from llmhub.errors import HubError  # noqa: E402
+from llmhub.cli import run
+from llmhub.errors import HubError
 
 
 def _rates(text: str) -> list[float]:

@@ -17,7 +17,8 @@
    plus, per label position, 4 * V * d for the output layer (forward + activation gradient).
    MFU = achieved FLOP/s / measured peak of the same dtype; mfu_bf16 uses the bf16 peak.
 Last line: mfu_bf16=<fraction> speedup=<bf16 tokens/s / fp32_full_logits tokens/s>
-`--profile ARM` prints the torch.profiler table (self CPU time by op and shape) of one step instead.
+`--profile ARM` prints the torch.profiler table (self CPU time by op and shape) of one step instead;
+ARM may also be bf16_weights_full_logits, the bf16 step as it was before autocast.
 """
 import argparse
 import os
@@ -35,6 +36,8 @@ from llmhub.results import write_json
 from llmhub.train import collator, make_trainer, tokenize_rows
 
 ARMS = {"fp32_full_logits": "float32", "fp32": "float32", "bf16": "bfloat16"}
+# Profiled only: the bf16 step as it was (bf16 weights, logits at every position, no autocast).
+PROFILE_ARMS = {**ARMS, "bf16_weights_full_logits": "bfloat16"}
 
 
 def seconds_of(fn, repeats: int = 5) -> float:
@@ -72,9 +75,9 @@ def step_flops(model, batch) -> float:
 
 
 def run_arm(arm: str, path: str, tok, cfg, features, batches, steps: int, profile: bool = False) -> dict:
-    arm_cfg = apply_overrides(cfg, {"torch_dtype": ARMS[arm]})
+    arm_cfg = apply_overrides(cfg, {"torch_dtype": PROFILE_ARMS[arm]})
     torch.manual_seed(0)
-    model = models.load_base_model(path, "causal", models.resolve_dtype(ARMS[arm]))
+    model = models.load_base_model(path, "causal", models.resolve_dtype(PROFILE_ARMS[arm]))
     model = methods.wrap(model, arm_cfg.method, "causal")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(model, tok, features, "causal", arm_cfg, Path(tmp))
@@ -83,7 +86,7 @@ def run_arm(arm: str, path: str, tok, cfg, features, batches, steps: int, profil
     model.train()
 
     def step(batch):
-        if arm == "fp32_full_logits":
+        if arm.endswith("full_logits"):
             model(**batch).loss.backward()
         else:
             trainer.training_step(model, dict(batch))
@@ -114,7 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per arm (after one warm-up step)")
-    ap.add_argument("--profile", choices=list(ARMS), help="print the profile of one step of this arm and stop")
+    ap.add_argument("--profile", choices=list(PROFILE_ARMS), help="print the profile of one step of this arm and stop")
     ap.add_argument("--output", default="results/benchmarks/mfu.json")
     args = ap.parse_args()
 

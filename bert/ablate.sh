@@ -1,7 +1,7 @@
 #!/bin/sh
 # Sample efficiency of BERT-base and DistilBERT on 20 Newsgroups: 266 ... 10664 training posts.
-# Runs bert/grids/ablate.yaml through the shared sweep runner into results/bert/ablate/<run>/; rerun the
+# Runs bert/grids/sample_efficiency.yaml through the shared sweep runner into results/bert/sample_efficiency/<run>/; rerun the
 # same command to resume (runs with a results.json are skipped). Works from any directory.
 # Usage: bert/ablate.sh [--dry-run] [--set data_dir=DATA] [--grid KEY=V1,V2] [--backend ray] [--output_root DIR]
 here=$(cd "$(dirname "$0")" && pwd)
-exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/ablate.yaml" "$@"
+exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/sample_efficiency.yaml" "$@"

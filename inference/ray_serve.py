@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
         if bool(args.experiment_dir) == bool(args.model):
             raise HubError("give exactly one of --experiment_dir or --model")
-        over = {k: v for k, v in {"task": args.task or ("summarization" if args.model else None),
+        over = {k: v for k, v in {"task": args.task,  # unset: a merged model's llmhub.yaml, else the config default
                                   "max_new_tokens": args.max_new_tokens}.items() if v is not None}
         init_ray(args.address)
         serve.start(http_options={"host": args.host, "port": args.port})

@@ -1,7 +1,7 @@
 #!/bin/sh
 # LoRA (QLoRA recipe) ablation of llama2: rank x dropout on both tasks.
-# Runs llama2/grids/lora.yaml through the shared sweep runner into results/llama2/lora/<run>/; rerun the
+# Runs llama2/grids/lora_ablation.yaml through the shared sweep runner into results/llama2/lora_ablation/<run>/; rerun the
 # same command to resume (runs with a results.json are skipped). Works from any directory.
 # Usage: llama2/run_lora.sh [--dry-run] [--set data_dir=DATA] [--grid KEY=V1,V2] [--backend ray] [--output_root DIR]
 here=$(cd "$(dirname "$0")" && pwd)
-exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/lora.yaml" "$@"
+exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/lora_ablation.yaml" "$@"

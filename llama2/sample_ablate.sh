@@ -1,7 +1,7 @@
 #!/bin/sh
 # Sample efficiency of llama2 + QLoRA on 20 Newsgroups: 266 ... 10664 training posts.
-# Runs llama2/grids/sample_ablate.yaml through the shared sweep runner into results/llama2/sample_ablate/<run>/; rerun the
+# Runs llama2/grids/sample_efficiency.yaml through the shared sweep runner into results/llama2/sample_efficiency/<run>/; rerun the
 # same command to resume (runs with a results.json are skipped). Works from any directory.
 # Usage: llama2/sample_ablate.sh [--dry-run] [--set data_dir=DATA] [--grid KEY=V1,V2] [--backend ray] [--output_root DIR]
 here=$(cd "$(dirname "$0")" && pwd)
-exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/sample_ablate.yaml" "$@"
+exec "${PYTHON:-python}" -m llmhub sweep "$here/grids/sample_efficiency.yaml" "$@"

@@ -26,9 +26,9 @@ from . import data as data_mod
 from . import models, prompts
 from .config import RunConfig
 from .errors import HubError
-from .results import provenance, write_json, write_jsonl
+from .results import SCHEMA_VERSION, inputs_provenance, provenance, write_json, write_jsonl
 
-MODES = ("zero-shot", "few-shot")
+MODES = tuple(m for m in prompts.MODES if m != "finetune")  # ("zero-shot", "few-shot")
 MIN_EXAMPLE_TOKENS = 8  # an example input shorter than this shows the model next to nothing
 _UNBOUNDED = 1_000_000  # tokenizers without a limit report model_max_length as ~1e30
 
@@ -151,8 +151,9 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     for p, n, o in zip(preds, lengths, over):
         p.update(prompt_tokens=n, over_context=o)
     write_jsonl(out / "predictions.jsonl", preds)
+    read = inputs_provenance([data_mod.split_file(cfg.data, split) for split in s.splits], s.path)
     record = {
-        "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
+        "schema_version": SCHEMA_VERSION, "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
         "prompts": {"context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
                     "base_4bit": cfg.method.method == "qlora",
                     "over_context": sum(over), "over_context_ids": [r["id"] for r, o in zip(rows, over) if o],
@@ -162,16 +163,12 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
                                  for ex in examples or []]},
         "eval": {"seconds": seconds, "examples": len(rows),
                  "examples_per_second": len(rows) / seconds if seconds else None},
-        "provenance": provenance(cfg.train.seed),
+        "provenance": {**provenance(cfg.train.seed), **read},
     }
     write_json(out / "results.json", record)
     return record
 
 
-def folder_defaults(model: str | None, task: str, mode: str) -> dict:
-    """What a model folder's baseline script starts from: its recipe for the task, its baseline
-    checkpoint (RedPajama: Instruct), and an output directory named after the run."""
-    from .recipes import baseline_defaults, merge
-
-    base = baseline_defaults(model, task) if model else {"data": {"task": task}}
-    return merge(base, {"output_dir": f"experiments/{model or 'baseline'}-{task}-{mode}"})
+def output_dir(model: str | None, task: str, mode: str) -> dict:
+    """A baseline's default output directory, named after the run (flags and --set override it)."""
+    return {"output_dir": f"experiments/{model or 'baseline'}-{task}-{mode}"}

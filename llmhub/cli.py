@@ -28,10 +28,11 @@ def _train_parser(parser: argparse.ArgumentParser, defaults: dict) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
 
 
-def cmd_train(args, defaults: dict) -> None:
+def cmd_train(args, model: str | None, task: str | None = None) -> None:
     from .experiment import train_experiment
+    from .resolve import from_args
 
-    cfg = config_mod.from_args(args, defaults)
+    cfg = from_args(args, model, task)
     print(f"config: {json.dumps(cfg.to_dict())}", file=sys.stderr)
     _print_summary(train_experiment(cfg, overwrite=args.overwrite, resume=args.resume))
 
@@ -39,12 +40,9 @@ def cmd_train(args, defaults: dict) -> None:
 def cmd_evaluate(args) -> None:
     from .experiment import evaluate_experiment
 
-    sets = {}
-    for item in args.set:
-        if "=" not in item:
-            raise HubError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        sets[k] = config_mod.yaml.safe_load(v)
+    from .resolve import parse_sets
+
+    sets = parse_sets(args.set)
     if args.test_samples is not None:
         sets["test_samples"] = args.test_samples
     if args.data_dir is not None:
@@ -66,40 +64,49 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
 
 def _baseline_parser(parser: argparse.ArgumentParser, defaults: dict) -> None:
     config_mod.add_flags(parser, defaults)
-    parser.add_argument("--prompt", choices=["zero-shot", "few-shot"], default="zero-shot",
+    from .baseline import MODES
+
+    parser.add_argument("--prompt", choices=list(MODES), default="zero-shot",
                         help="zero-shot: instructions only; few-shot: plus one example per class / two dialogues")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in output_dir")
 
 
-def cmd_baseline(args, defaults: dict) -> None:
-    from .baseline import run_baseline
+def cmd_baseline(args, model: str | None, task: str | None = None) -> None:
+    from .baseline import output_dir, run_baseline
+    from .resolve import from_args
 
-    cfg = config_mod.from_args(args, defaults)
+    cfg = from_args(args, model, task, "baseline", extra=lambda t: output_dir(model, t, args.prompt))
     print(f"config: {json.dumps(cfg.to_dict())}", file=sys.stderr)
     _print_summary(run_baseline(cfg, args.prompt, overwrite=args.overwrite))
 
 
-def _pre_args(task: str | None, argv: list[str] | None = None) -> argparse.Namespace:
-    """--task and --prompt read ahead of the full parse: they choose the defaults the flags start from."""
+def _help_defaults(model: str | None, task: str | None, action: str, argv: list[str] | None = None) -> dict:
+    """The recipe the flags' help shows as defaults: --task is read ahead of the full parse (the
+    run itself is resolved by llmhub/resolve.py once every flag is known)."""
+    from .recipes import defaults
+    from .resolve import final_task
+
+    if not model:
+        return {}
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default=task or "classification")
-    pre.add_argument("--prompt", default="zero-shot")
-    return pre.parse_known_args(argv)[0]
+    pre.add_argument("--task")
+    given = pre.parse_known_args(argv)[0].task
+    return defaults(model, final_task(model, task, [("", {"task": given})] if given else []), action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .recipes import RECIPES
+    from .recipes import FOLDERS
 
     parser = argparse.ArgumentParser(prog="python -m llmhub", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="fine-tune and evaluate one experiment")
-    p.add_argument("--model", default=None, choices=list(RECIPES),
+    p.add_argument("--model", default=None, choices=list(FOLDERS),
                    help="model folder whose defaults to start from (flags override them)")
     _train_parser(p, {})
     _evaluate_parser(sub.add_parser("evaluate", help="evaluate a trained experiment directory"))
     p = sub.add_parser("baseline", help="zero-/few-shot evaluation of a base model (no adapter)")
-    p.add_argument("--model", default=None, choices=list(RECIPES),
+    p.add_argument("--model", default=None, choices=list(FOLDERS),
                    help="model folder whose defaults to start from (flags override them)")
     _baseline_parser(p, {})
     p = sub.add_parser("prepare-data", help="download the datasets from the hub into a data folder")
@@ -139,17 +146,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def go():
         if args.command == "train":
-            from .recipes import defaults
-
-            task = getattr(args, "cfg__task", None) or "summarization"
-            cmd_train(args, defaults(args.model, task) if args.model else {})
+            cmd_train(args, args.model)
         elif args.command == "evaluate":
             cmd_evaluate(args)
         elif args.command == "baseline":
-            from .baseline import folder_defaults
-
-            pre = _pre_args(None, argv)
-            cmd_baseline(args, folder_defaults(args.model, pre.task, pre.prompt))
+            cmd_baseline(args, args.model)
         elif args.command == "prepare-data":
             from .data import prepare_data
 
@@ -173,8 +174,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def script(model: str, task: str, action: str = "train") -> None:
     """Entry point of the per-model scripts: `<model folder>/<name>.py`."""
-    from .recipes import defaults
-
     if action == "evaluate":
         parser = argparse.ArgumentParser(description=f"Evaluate a trained {model} {task} experiment.")
         _evaluate_parser(parser)
@@ -182,19 +181,14 @@ def script(model: str, task: str, action: str = "train") -> None:
         run(lambda: cmd_evaluate(args))
         return
     if action == "baseline":
-        from .baseline import folder_defaults
-
-        pre = _pre_args(task)
-        over = folder_defaults(model, pre.task, pre.prompt)
         parser = argparse.ArgumentParser(description=f"Zero-/few-shot baseline of the {model} base model "
                                                      "(no adapter). Every config key is a flag.")
-        _baseline_parser(parser, over)
+        _baseline_parser(parser, _help_defaults(model, task, "baseline"))
         args = parser.parse_args()
-        run(lambda: cmd_baseline(args, over))
+        run(lambda: cmd_baseline(args, model, task))
         return
     parser = argparse.ArgumentParser(description=f"Fine-tune {model} on the {task} task and evaluate it. "
                                                  "Every config key is a flag; defaults shown are this folder's.")
-    over = defaults(model, task)
-    _train_parser(parser, over)
+    _train_parser(parser, _help_defaults(model, task, "train"))
     args = parser.parse_args()
-    run(lambda: cmd_train(args, over))
+    run(lambda: cmd_train(args, model, task))

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,12 +122,31 @@ def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
     return root / spec.folder / name
 
 
-def clean_newsgroup(text: str) -> str:
-    """Strip headers, signature footer and quoted replies, as scikit-learn's `remove=` option does."""
-    from sklearn.datasets._twenty_newsgroups import (
-        strip_newsgroup_footer, strip_newsgroup_header, strip_newsgroup_quoting)
+def split_file(data_cfg, split: str) -> Path:
+    """The file a split is read from (results.json records its sha256)."""
+    return _split_path(data_cfg, task_spec(data_cfg), split)
 
-    return strip_newsgroup_quoting(strip_newsgroup_footer(strip_newsgroup_header(text))).strip()
+
+# The cleaning of scikit-learn's fetch_20newsgroups(remove=("headers", "footers", "quotes")), copied
+# from sklearn/datasets/_twenty_newsgroups.py (BSD-3-Clause, (c) the scikit-learn developers) because
+# that module is private: its functions may change or go without notice.
+_QUOTE_RE = re.compile(r"(writes in|writes:|wrote:|says:|said:|^In article|^Quoted from|^\||^>)")
+
+
+def _strip_footer(text: str) -> str:
+    """Drop the signature: everything after the last blank or all-hyphen line (trailing blanks aside)."""
+    lines = text.strip().split("\n")
+    for line_num in range(len(lines) - 1, -1, -1):
+        if lines[line_num].strip().strip("-") == "":
+            break
+    return "\n".join(lines[:line_num]) if line_num > 0 else text
+
+
+def clean_newsgroup(text: str) -> str:
+    """Strip headers (up to the first blank line), signature footer and quoted replies, exactly as
+    scikit-learn's `remove=` option does."""
+    body = _strip_footer(text.partition("\n\n")[2])
+    return "\n".join(line for line in body.split("\n") if not _QUOTE_RE.search(line)).strip()
 
 
 def load_split(data_cfg, split: str) -> list[dict]:

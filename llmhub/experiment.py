@@ -22,7 +22,8 @@ from . import data as data_mod
 from . import generate, methods, metrics, models
 from .config import RunConfig, validate
 from .errors import HubError
-from .results import cost_usd, finished_record, provenance, set_aside_corrupt, write_json, write_jsonl
+from .results import (SCHEMA_VERSION, cost_usd, finished_record, inputs_provenance, provenance, set_aside_corrupt,
+                      write_json, write_jsonl)
 from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
@@ -161,10 +162,11 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    record = {"metrics": result, "config": s.cfg.to_dict(), "mode": "finetune", **extra,
-              "eval": {"seconds": seconds, "examples": len(rows),
-                       "examples_per_second": len(rows) / seconds if seconds else None},
-              "provenance": provenance(s.cfg.train.seed)}
+    read = inputs_provenance([data_mod.split_file(s.cfg.data, split) for split in s.splits], s.path)
+    record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
+              **extra, "eval": {"seconds": seconds, "examples": len(rows),
+                                "examples_per_second": len(rows) / seconds if seconds else None},
+              "provenance": {**provenance(s.cfg.train.seed), **read}}
     write_json(exp_dir / "results.json", record)
     return record
 
@@ -246,7 +248,8 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
     again (with other settings or not) writes EXP/eval/<name>/ (config.yaml, predictions.jsonl,
     results.json), unless --overwrite replaces the run's own results (and its config.yaml's
     evaluation settings)."""
-    from .config import apply_overrides, flatten, load_yaml
+    from .config import apply_overrides, flatten
+    from .resolve import resolve
 
     exp_dir = Path(exp_dir)
     if not (exp_dir / "config.yaml").is_file():
@@ -256,7 +259,7 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
     if fixed:
         raise HubError(f"evaluate cannot change {', '.join(fixed)} (fixed by training); "
                        f"allowed: {', '.join(EVAL_KEYS)}")
-    trained = apply_overrides(RunConfig(), load_yaml(exp_dir / "config.yaml"))
+    trained = resolve(config_file=exp_dir / "config.yaml")
     cfg = validate(apply_overrides(trained, over))
     diff = differences(trained.to_dict(), cfg.to_dict())
     if name is not None and (name in (".", "..") or not name or "/" in name or "\\" in name):

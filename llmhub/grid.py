@@ -2,7 +2,7 @@
 
 A grid file (YAML):
 
-    model: flan-t5              # model folder whose recipe is the starting point (llmhub/recipes.py)
+    model: flan-t5              # model folder whose recipe is the starting point (<folder>/recipe.yaml)
     task: classification        # default task (a grid axis or base may set `task` too)
     action: train               # train | baseline (zero-/few-shot, llmhub/baseline.py)
     name: "r{lora_r}_d{lora_dropout}_e{epochs}"   # run folder name; {any config key} or {axis}
@@ -12,9 +12,14 @@ A grid file (YAML):
       lora_dropout: [0.1, 0.2]
     runs:                       # optional explicit runs, added after the grid product
       - {name: full, method: full, learning_rate: 2.0e-5}
+    study: {kind: ablation, varied: [lora_r, lora_dropout]}   # what the runs compare (see STUDY_KINDS)
 
-Each run's config = defaults -> recipe(model, task) -> base -> grid cell / run -> `--set`; leaf
-names are unique in the config, so merging flat dicts is a merge at every depth. Every run is
+The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
+table a run belongs to (llmhub/records.py).
+
+Each run's config = llmhub/resolve.py's order: defaults -> recipe(model, final task) -> base -> grid
+cell / run -> `--set`; leaf names are unique in the config, so merging flat dicts is a merge at every
+depth. Every run is
 validated before anything runs (llmhub/sweep.py then runs them).
 """
 from __future__ import annotations
@@ -27,11 +32,15 @@ from pathlib import Path
 
 import yaml
 
-from .config import SECTIONS, RunConfig, apply_overrides, flatten, load_yaml
+from .config import SECTIONS, RunConfig, apply_overrides, flatten, leaf_fields, load_yaml
 from .errors import HubError
+from .resolve import parse_sets, resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description")
+FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study")
+# sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
+# method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups.
+STUDY_KINDS = ("sample_efficiency", "ablation", "comparison")
 ACTIONS = ("train", "baseline")
 # Keys of a run that are not config keys: the run's folder name and what to do with it.
 RESERVED = ("name", "action", "mode")
@@ -69,18 +78,23 @@ def load_grid(path: str | Path) -> dict:
     unknown = sorted(set(spec) - set(FILE_KEYS))
     if unknown:
         raise HubError(f"{path}: unknown grid file key(s) {', '.join(unknown)}; allowed: {', '.join(FILE_KEYS)}")
+    if "study" in spec:
+        check_study(spec["study"], f"{path}: study")
     return spec
 
 
-def parse_sets(items: list[str], flag: str = "--set") -> dict:
-    """['k=v', ...] -> {k: yaml value}."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise HubError(f"{flag} expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
+def check_study(study, where: str) -> dict:
+    """A study declaration: {kind: one of STUDY_KINDS, varied: [config keys or run keys]}."""
+    if not isinstance(study, dict) or set(study) - {"kind", "varied"}:
+        raise HubError(f"{where}: expected {{kind: ..., varied: [keys]}}, got {study!r}")
+    if study.get("kind") not in STUDY_KINDS:
+        raise HubError(f"{where}: unknown kind {study.get('kind')!r}; allowed: {', '.join(STUDY_KINDS)}")
+    varied = study.get("varied") or []
+    leaves = leaf_fields()
+    bad = [k for k in varied if not isinstance(k, str) or (k.split(".")[-1] not in leaves and k not in RESERVED)]
+    if not isinstance(varied, list) or bad:
+        raise HubError(f"{where}: 'varied' must list config keys or {', '.join(RESERVED)}; bad: {bad or varied!r}")
+    return study
 
 
 def parse_axes(items: list[str]) -> dict:
@@ -197,7 +211,6 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
     cells = _cells(spec, src, axes or {})
     from . import data as data_mod  # imports torch: only once the grid itself is known to be sound
     from . import methods
-    from .recipes import baseline_defaults, defaults
 
     runs, seen = [], {}
     for i, (labels, cell_args, cell_flat) in enumerate(cells):
@@ -206,13 +219,9 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
         if args["action"] not in ACTIONS:
             raise HubError(f"{src}: unknown action '{args['action']}'; allowed: {', '.join(ACTIONS)}")
         flat = {**base_flat, **cell_flat, **sets_flat}
-        task = flat.get("task") or spec.get("task") or "summarization"
-        try:
-            cfg = RunConfig()
-            if spec.get("model"):  # baselines start from the folder's baseline checkpoint (e.g. Instruct)
-                recipe = baseline_defaults if args["action"] == "baseline" else defaults
-                cfg = apply_overrides(cfg, recipe(str(spec["model"]), str(task)))
-            cfg = apply_overrides(cfg, {"task": task, **flat})
+        try:  # baselines start from the folder's baseline checkpoint (e.g. Instruct)
+            cfg = resolve(str(spec["model"]) if spec.get("model") else None, spec.get("task"),
+                          layers=[("", flat)], action=args["action"])
             methods.check_method(cfg.method.method)
             data_mod.task_spec(cfg.data)
             if args["action"] == "baseline":

@@ -1,50 +1,34 @@
-"""Per-model-folder defaults as data: what each flan-t5/, llama2/, ... script sets before flags.
+"""Per-model-folder recipes: `<folder>/recipe.yaml` beside `<folder>/grids/`, loaded and checked here.
 
-Values follow the seeds' recipes (see the model folders' READMEs); flags and --config override them.
+A recipe file holds plain config overrides (nested by section, the same keys as a run's config.yaml):
+
+    task: classification   # optional: the folder's task when no flag, file or grid names one
+    base: {...}            # every run of the folder
+    tasks:                 # one row per task, applied on top of base for the run's *final* task
+      classification: {...}
+      summarization: {...}
+    baseline: {...}        # optional: zero-/few-shot baselines on top (e.g. an Instruct checkpoint)
+
+The order in which a run is resolved (recipe, config file, flags, --set) is llmhub/resolve.py's.
 """
 from __future__ import annotations
 
+import copy
+import functools
+from pathlib import Path
+
+from .config import flatten, load_yaml
 from .errors import HubError
 
-_CAUSAL_QLORA = {
-    "method": {"method": "qlora", "lora_alpha": 16, "lora_dropout": 0.1},
-    "train": {"learning_rate": 2e-4, "warmup_ratio": 0.03, "lr_scheduler": "constant",
-              "max_grad_norm": 0.3, "batch_size": 4, "grad_accum": 4, "epochs": 5},
-    "data": {"max_source_length": 512},
-}
-_CAUSAL_TASKS = {
-    "classification": {"method": {"lora_r": 8}, "data": {"task": "classification", "clean": "strip"}},
-    "summarization": {"method": {"lora_r": 64}, "data": {"task": "summarization"}},
-}
-
-RECIPES: dict[str, dict] = {
-    "flan-t5": {
-        "base": {"model": {"pretrained_ckpt": "google/flan-t5-large"},
-                 "method": {"method": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1},
-                 "train": {"learning_rate": 1e-3, "epochs": 5, "batch_size": 8}},
-        "classification": {"data": {"task": "classification", "clean": "strip"}},
-        "summarization": {"data": {"task": "summarization"}},
-    },
-    "llama2": {"base": {**_CAUSAL_QLORA, "model": {"pretrained_ckpt": "meta-llama/Llama-2-7b-hf"}},
-               **_CAUSAL_TASKS},
-    # Falcon and RedPajama (GPT-NeoX) fuse Q, K and V into one `query_key_value` projection; their
-    # LoRA targets come from models.LORA_TARGETS by architecture, so the rows only name the checkpoint.
-    "falcon": {"base": {**_CAUSAL_QLORA, "model": {"pretrained_ckpt": "tiiuae/falcon-7b"}},
-               **_CAUSAL_TASKS},
-    # Fine-tuning starts from the Base checkpoint; the zero-/few-shot baselines use the Instruct one,
-    # as the original study did.
-    "redpajama": {"base": {**_CAUSAL_QLORA,
-                           "model": {"pretrained_ckpt": "togethercomputer/RedPajama-INCITE-Base-3B-v1"}},
-                  "baseline": {"model": {"pretrained_ckpt": "togethercomputer/RedPajama-INCITE-Instruct-3B-v1"}},
-                  **_CAUSAL_TASKS},
-    # Encoder baselines of the sample-efficiency tables: sequence classification, full fine-tuning.
-    "bert": {"base": {"model": {"pretrained_ckpt": "bert-base-uncased"},
-                      "method": {"method": "full", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1},
-                      "train": {"learning_rate": 2e-5, "epochs": 5, "batch_size": 32},
-                      "data": {"task": "classification", "clean": "strip", "max_source_length": 512}},
-             "classification": {}},
-}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("flan-t5", "llama2", "falcon", "redpajama", "bert")  # the model folders, in README order
+FILE_KEYS = ("task", "base", "tasks", "baseline")
+# Tasks without a row of their own use the row of the task of the same kind.
 TASK_ALIASES = {"dialogsum": "summarization", "custom": "summarization"}
+
+
+def recipe_path(model: str) -> Path:
+    return REPO_ROOT / model / "recipe.yaml"
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -55,18 +39,52 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def defaults(model: str, task: str) -> dict:
-    """The overrides a model folder applies for a task, before any flag."""
-    if model not in RECIPES:
-        raise HubError(f"unknown model folder '{model}'; allowed: {', '.join(RECIPES)}")
-    recipe = RECIPES[model]
-    task_over = recipe.get(task) or recipe.get(TASK_ALIASES.get(task, ""), {})
-    out = merge(recipe["base"], task_over)
-    if task not in recipe:
-        out = merge(out, {"data": {"task": task}})
-    return out
+def _checked(value, where: str) -> dict:
+    """A mapping of config overrides whose every key is a config key (types are checked on use)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HubError(f"{where}: expected a mapping of config keys, got {value!r}")
+    try:
+        flatten(value)
+    except HubError as e:
+        raise HubError(f"{where}: {e}") from None
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def load_recipe(model: str) -> dict:
+    """The folder's recipe file, checked: {'task': str | None, 'base', 'tasks', 'baseline'}."""
+    if model not in FOLDERS:
+        raise HubError(f"unknown model folder '{model}'; allowed: {', '.join(FOLDERS)}")
+    path = recipe_path(model)
+    spec = load_yaml(path)
+    unknown = sorted(set(spec) - set(FILE_KEYS))
+    if unknown:
+        raise HubError(f"{path}: unknown recipe key(s) {', '.join(unknown)}; allowed: {', '.join(FILE_KEYS)}")
+    tasks = spec.get("tasks") or {}
+    if not isinstance(tasks, dict):
+        raise HubError(f"{path}: 'tasks' must map task names to config overrides")
+    return {"task": spec.get("task"), "base": _checked(spec.get("base"), f"{path}: base"),
+            "tasks": {t: _checked(v, f"{path}: tasks.{t}") for t, v in tasks.items()},
+            "baseline": _checked(spec.get("baseline"), f"{path}: baseline")}
+
+
+def default_task(model: str | None) -> str | None:
+    """The task a folder's runs have when nothing names one (None: the config's default)."""
+    return load_recipe(model)["task"] if model else None
+
+
+def defaults(model: str, task: str, action: str = "train") -> dict:
+    """The overrides a model folder applies for a run of `task` (its final task), before any flag."""
+    recipe = load_recipe(model)
+    row = recipe["tasks"].get(task, recipe["tasks"].get(TASK_ALIASES.get(task, ""), {}))
+    out = merge(merge(recipe["base"], row), {"data": {"task": task}})
+    if action == "baseline":
+        out = merge(out, recipe["baseline"])
+    return copy.deepcopy(out)  # callers may change it; the cached recipe stays as read
 
 
 def baseline_defaults(model: str, task: str) -> dict:
     """defaults() plus the folder's `baseline` row (e.g. RedPajama's Instruct checkpoint)."""
-    return merge(defaults(model, task), RECIPES[model].get("baseline", {}))
+    return defaults(model, task, "baseline")

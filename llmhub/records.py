@@ -1,23 +1,19 @@
 """Reading a results folder: every results.json becomes a Record; corrupt ones are skipped.
 
-A run folder's siblings form its study: the config keys that differ between them are what the
-study varied (a sweep's grid axes). A study that varies anything beyond the sample-size and
-model keys is an ablation.
+A run belongs to the study its sweep declared: the grid's `study: {kind, varied}`, which the sweep
+writes to sweep.json beside the run folders. A run outside any declared study (a single `train`,
+the demo) stands alone: it varies nothing and is no ablation. Nothing is guessed from folder names.
 """
 from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HubError
+from .grid import check_study
 
-IGNORED_KEYS = {"output_dir", "data_dir", "train_file", "test_file"}  # where, not what
-# A study that varies only these is a sample-efficiency / model comparison, not an ablation.
-SAMPLE_KEYS = {"train_samples", "train_sample_fraction", "pretrained_ckpt", "family", "torch_dtype", "seed",
-               "task", "clean", "method", "learning_rate", "batch_size", "grad_accum"}
 METHOD_LABEL = {"lora": "LoRA", "qlora": "QLoRA", "prefix": "prefix", "prompt": "prompt tuning",
                 "ia3": "IA3", "full": "full FT"}
 
@@ -27,7 +23,7 @@ class Record:
     """One results.json, with the fields the tables need pulled out of its config."""
     path: Path
     data: dict
-    varied: set = field(default_factory=set)  # config leaves its study varied
+    study: dict = field(default_factory=dict)  # the sweep's declaration: {kind, varied}
 
     def __post_init__(self):
         self.flat = _flatten(self.data["config"])  # config leaf -> value
@@ -42,8 +38,13 @@ class Record:
         self.label = f"{self.model} + {method}" if self.mode == "finetune" else f"{self.model} {self.mode}"
 
     @property
+    def varied(self) -> set:
+        """The config leaves its study varied (run keys such as `mode` are the record's own fields)."""
+        return {k.split(".")[-1] for k in self.study.get("varied") or []} & set(self.flat)
+
+    @property
     def ablation(self) -> bool:
-        return bool(self.varied - SAMPLE_KEYS)
+        return self.study.get("kind") == "ablation"
 
     @property
     def hardware(self) -> str:
@@ -101,12 +102,22 @@ def load_records(root: str | Path, warn=None) -> list[Record]:
             print(f"warning: skipping {path}: {problem}", file=warn)
             continue
         records.append(Record(path, data))
-    studies = defaultdict(list)  # siblings under one folder = one study (one sweep's output root)
+    studies = {}  # sweep.json -> its study, read once per sweep
     for r in records:
-        studies[r.path.parent.parent].append(r)
-    for group in studies.values():
-        keys = set().union(*(r.flat for r in group)) - IGNORED_KEYS
-        varied = {k for k in keys if len({json.dumps(r.flat.get(k), sort_keys=True) for r in group}) > 1}
-        for r in group:
-            r.varied = varied
+        path = r.path.parent.parent / "sweep.json"
+        if path not in studies:
+            studies[path] = _study(path, warn)
+        r.study = studies[path]
     return records
+
+
+def _study(path: Path, warn) -> dict:
+    """The study a sweep declared in sweep.json, or {} (no sweep, or a grid that declared none)."""
+    if not path.is_file():
+        return {}
+    try:
+        study = json.loads(path.read_text(encoding="utf-8")).get("study")
+        return check_study(study, f"{path}: study") if study is not None else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, HubError) as e:
+        print(f"warning: ignoring the study of {path}: {str(e).splitlines()[0]}", file=warn)
+        return {}

@@ -6,8 +6,9 @@
 `<!-- END results:NAME -->` in each README (everything outside the markers stays byte-identical).
 
 Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, sweeps.
-Ablation studies (see records.py) feed the ablation tables; the others feed sample efficiency,
-baselines and cost, so a rank ablation never shows up as a sample-size point.
+Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
+records.py) feed the ablation tables; the others feed sample efficiency, baselines and cost, so a
+rank ablation never shows up as a sample-size point.
 """
 from __future__ import annotations
 
@@ -134,14 +135,17 @@ def prefix_ablation(records: list[Record]) -> str:
 
 
 def _latest_finetunes(records: list[Record]) -> list[Record]:
-    """Per (model, method, task): the non-ablation fine-tune with the most training examples."""
+    """Per (model, method, task): the non-ablation fine-tune with the most training examples; ties go
+    to the larger test set, then to the later path, so the table never depends on file times."""
+    def rank(r: Record) -> tuple:
+        return r.examples or 0, (r.data.get("eval") or {}).get("examples") or 0, str(r.path)
+
     best: dict = {}
     for r in records:
         if r.mode != "finetune" or r.ablation:
             continue
         key = (r.model, r.flat.get("method"), r.task)
-        if key not in best or (r.examples or 0, r.path.stat().st_mtime) > (best[key].examples or 0,
-                                                                            best[key].path.stat().st_mtime):
+        if key not in best or rank(r) > rank(best[key]):
             best[key] = r
     return list(best.values())
 

@@ -62,10 +62,10 @@ class Predictor:
         """A plain model folder, registry name or merged model; the task comes from `overrides`
         (e.g. {"task": "summarization"}) or from the folder's llmhub.yaml."""
         path = Path(models.resolve_path(name))
-        cfg = RunConfig()
-        if (path / MERGED_CONFIG).is_file():
-            cfg = apply_overrides(cfg, load_yaml(path / MERGED_CONFIG))
-        cfg = apply_overrides(cfg, overrides or {})
+        from .resolve import resolve
+
+        merged = path / MERGED_CONFIG
+        cfg = resolve(config_file=merged if merged.is_file() else None, layers=[("", overrides or {})])
         cfg.model.pretrained_ckpt = str(path)
         family = models.family_of(models.load_config(str(path)), cfg.model.family)
         labels = _labels(path)

@@ -1,6 +1,6 @@
 """Sweeps: run every run of a grid file (format and validation: llmhub/grid.py), here or on Ray.
 
-`python -m llmhub sweep flan-t5/grids/lora.yaml` resolves and validates every run first, then runs
+`python -m llmhub sweep flan-t5/grids/lora_ablation.yaml` resolves and validates every run first, then runs
 the unfinished ones. A run whose `results.json` exists is skipped, so rerunning a killed sweep
 resumes it (an interrupted training run continues from its last checkpoint); a failing run writes
 `error.json` into its folder and the others go on; the sweep exits non-zero at the end if any run
@@ -147,7 +147,7 @@ def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gp
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments from a YAML file (resumable)",
                        description=f"{__doc__}\n{grid.__doc__}", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("grid", help="grid file, e.g. flan-t5/grids/lora.yaml")
+    p.add_argument("grid", help="grid file, e.g. flan-t5/grids/lora_ablation.yaml")
     p.add_argument("--output_root", help="folder of the run folders (default: results/<model>/<grid name>)")
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                    help="list the runs and what would happen to each; write nothing")
@@ -175,7 +175,8 @@ def main(args) -> None:
             grid_name = str(Path(args.grid).resolve().relative_to(REPO_ROOT))
         except ValueError:
             grid_name = Path(args.grid).name
-        write_json(root / "sweep.json", {"grid": grid_name, "spec": spec, "set": args.set, "grid_axes": args.axes,
+        write_json(root / "sweep.json", {"grid": grid_name, "study": spec.get("study"), "spec": spec,
+                                         "set": args.set, "grid_axes": args.axes,
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,
                                                    "overrides": r.overrides} for r in runs]})
     try:

@@ -65,6 +65,21 @@ def test_classification_baseline(tiny_models, data_dir, tmp_path, mode):
     assert n_shots == (len(labels) if mode == "few-shot" else 0)
     if mode == "few-shot":
         assert [ex["target"] for ex in info["examples"]] == labels
+    check_provenance(record, data_dir, tiny_models["llama"], ("train", "test"))
+
+
+def check_provenance(record: dict, data_dir: Path, model_dir: Path, splits: tuple) -> None:
+    """results.json names every data file it read and the model weights by sha256, and its schema."""
+    import hashlib
+
+    assert record["schema_version"] == 2
+    files = {"train": data_dir / "newsgroups" / "train.jsonl.gz", "test": data_dir / "newsgroups" / "test.jsonl"}
+    assert record["provenance"]["data_files"] == {
+        str(files[s]): hashlib.sha256(files[s].read_bytes()).hexdigest() for s in splits}
+    model = record["provenance"]["model"]
+    assert model["path"].endswith(model_dir.name) and set(model["weights_sha256"]) == {"model.safetensors"}
+    weights = (model_dir / "model.safetensors").read_bytes()
+    assert model["weights_sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
 
 
 def test_few_shot_summarization_has_two_examples(tiny_models, data_dir, tmp_path):

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmhub import report, sweep
+from llmhub import cli, report
 from llmhub.config import RunConfig, apply_overrides
-from llmhub.grid import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +34,12 @@ def fake(root: Path, rel: str, metrics: dict, mode: str = "finetune", examples: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
+
+
+def declare(root: Path, rel: str, kind: str, varied: list[str]) -> None:
+    """The sweep.json a sweep writes beside its runs, with the grid's study declaration."""
+    (root / rel).mkdir(parents=True, exist_ok=True)
+    (root / rel / "sweep.json").write_text(json.dumps({"grid": f"{rel}.yaml", "study": {"kind": kind, "varied": varied}}))
 
 
 def acc(a: float) -> dict:
@@ -63,6 +68,10 @@ def results(tmp_path) -> Path:
              task="summarization")
     fake(root, "llama2/smollm2/lora", rouge(35.0), examples=300, seconds=7300, pretrained_ckpt="smollm2-135m",
          task="summarization")
+    declare(root, "bert/ablate", "sample_efficiency", ["pretrained_ckpt", "train_samples"])  # named badly on purpose
+    declare(root, "flan-t5/lora", "ablation", ["lora_r", "lora_dropout"])
+    declare(root, "flan-t5/prefix", "ablation", ["num_virtual_tokens"])
+    declare(root, "llama2/smollm2", "comparison", ["mode", "action"])
     (root / "broken" / "a").mkdir(parents=True)
     (root / "broken" / "a" / "results.json").write_text("{not json")
     (root / "broken" / "b").mkdir(parents=True)
@@ -168,14 +177,37 @@ def test_shipped_readme_copies_keep_their_text(results, tmp_path, folder):
     assert done and _outside(text) == _outside(src.read_text())
 
 
+def test_study_is_read_from_sweep_json_not_guessed(results, capsys):
+    (results / "flan-t5" / "lora" / "sweep.json").unlink()  # an undeclared study: its runs stand alone
+    tables = report.build(report.load_records(results))
+    assert "flan-t5-large" not in tables["lora-ablation"]
+    (results / "bert" / "ablate" / "sweep.json").write_text(json.dumps({"study": {"kind": "ablation", "varied": ["train_samples"]}}))
+    assert "bert-base" not in report.build(report.load_records(results))["sample-efficiency"]
+    (results / "bert" / "ablate" / "sweep.json").write_text(json.dumps({"study": {"kind": "guess"}}))
+    report.load_records(results)
+    assert "unknown kind 'guess'; allowed: sample_efficiency, ablation, comparison" in capsys.readouterr().err
+
+
+def test_tables_do_not_depend_on_file_times(results):
+    before = report.build(report.load_records(results))
+    dup = fake(results, "llama2/other/lora", rouge(30.0), examples=300, pretrained_ckpt="smollm2-135m",
+               task="summarization")  # same model, method, task and size as llama2/smollm2/lora
+    os.utime(dup, (1, 1))
+    old = report.build(report.load_records(results))["baselines"]
+    os.utime(dup, (4_000_000_000, 4_000_000_000))
+    assert report.build(report.load_records(results))["baselines"] == old
+    assert before["sample-efficiency"] == report.build(report.load_records(results))["sample-efficiency"]
+
+
 def test_report_on_a_real_tiny_sweep(tiny_models, data_dir, tmp_path, capsys):
     base = {"pretrained_ckpt": str(tiny_models["bert"]), "data_dir": str(data_dir), "method": "full",
             "test_samples": 4, "epochs": 1, "max_steps": 1, "batch_size": 4, "max_source_length": 64,
             "eval_batch_size": 4, "save_steps": 100}
-    spec = {"task": "classification", "name": "n{train_samples}", "base": base, "grid": {"train_samples": [8, 16]}}
-    runs = expand(spec, tmp_path / "results" / "bert" / "ablate")
-    assert all(r["status"] == "done" for r in sweep.run_sweep(runs)), capsys.readouterr().err
+    spec = {"task": "classification", "name": "n{train_samples}", "base": base, "grid": {"train_samples": [8, 16]},
+            "study": {"kind": "sample_efficiency", "varied": ["train_samples"]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    cli.main(["sweep", str(tmp_path / "sweep.yaml"), "--output_root", str(tmp_path / "results" / "bert" / "ablate")])
+    assert json.loads((tmp_path / "results" / "bert" / "ablate" / "sweep.json").read_text())["study"] == spec["study"]
     records = report.load_records(tmp_path / "results")
     tables = report.build(records)
     name = tiny_models["bert"].name

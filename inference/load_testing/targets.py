@@ -24,9 +24,6 @@ from llmhub import data as data_mod
 from llmhub.errors import HubError
 
 SERVERS = {"fastapi": "/predict", "ray": "/predict", "tgi": "/generate", "vllm": "/v1/completions"}
-TASK_COLUMNS = {"summarization": ("samsum", "dialogue", "generation"),
-                "dialogsum": ("dialogsum", "dialogue", "generation"),
-                "classification": ("newsgroups", "text", "classification")}
 
 
 def check_server(server: str) -> str:
@@ -37,10 +34,11 @@ def check_server(server: str) -> str:
 
 def pick_inputs(data_dir: str | Path, task: str, tokenizer, n: int, target_tokens: int = 100) -> list[str]:
     """n raw test inputs of about target_tokens tokens each."""
-    if task not in TASK_COLUMNS:
-        raise HubError(f"unknown task '{task}'; allowed: {', '.join(TASK_COLUMNS)}")
-    folder, column, _ = TASK_COLUMNS[task]
-    rows = data_mod.read_records(Path(data_dir) / folder / "test.jsonl")
+    if task not in data_mod.TASKS:  # the task table is llmhub/data.py's; custom tasks have no test folder
+        raise HubError(f"unknown task '{task}'; allowed: {', '.join(data_mod.TASKS)}")
+    spec = data_mod.TASKS[task]
+    column = spec.input_column
+    rows = data_mod.read_records(Path(data_dir) / spec.folder / spec.test)
     lo, hi = int(target_tokens * 0.8), int(target_tokens * 1.2)
     picked, longer = [], []
     for row in rows:
@@ -62,7 +60,7 @@ def render(tokenizer, style: str, task: str, texts: list[str], max_source_length
     """The prompt the model sees: the fine-tuning template around each input (plain for encoders)."""
     from llmhub.generate import build_prompts
 
-    return build_prompts(tokenizer, style, TASK_COLUMNS[task][2], texts, max_source_length)
+    return build_prompts(tokenizer, style, data_mod.TASKS[task].kind, texts, max_source_length)
 
 
 def body(server: str, raw: str, prompt: str, max_new_tokens: int | None, model_name: str = "model") -> dict:

@@ -14,19 +14,23 @@ The oldest request always goes first, so no request starves behind shorter ones.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+log = logging.getLogger("llmhub.server")
+
 
 class QueueFull(Exception):
     """The queue holds max_queue requests; `retry_after` is a guess in whole seconds."""
 
-    def __init__(self, retry_after: int):
+    def __init__(self, retry_after: int, queued: int, limit: int):
         super().__init__(f"queue full, retry after {retry_after} s")
-        self.retry_after = retry_after
+        # counted when refused: by the time the answer is written the worker may have taken some
+        self.retry_after, self.queued, self.limit = retry_after, queued, limit
 
 
 @dataclass
@@ -78,6 +82,11 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
+    def alive(self) -> bool:
+        """False once the worker task has ended: nothing would ever answer a new request."""
+        return self._worker is not None and not self._worker.done()
+
+    @property
     def depth(self) -> int:
         return len(self.waiting)
 
@@ -90,7 +99,7 @@ class MicroBatcher:
         # Reject at once when full: a client told to come back later beats a request that times
         # out after sitting behind max_queue others.
         if len(self.waiting) >= self.max_queue:
-            raise QueueFull(self.retry_after())
+            raise QueueFull(self.retry_after(), len(self.waiting), self.max_queue)
         item = Item(prompt, tokens, max_new_tokens, asyncio.get_running_loop().create_future())
         self.waiting.append(item)
         self._wake.set()
@@ -113,38 +122,56 @@ class MicroBatcher:
         return batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self.waiting:
                 self._wake.clear()
                 await self._wake.wait()
-            # Give companions until max_wait after the oldest request arrived to show up.
-            deadline = self.waiting[0].enqueued + self.max_wait
-            while len(self.waiting) < self.max_batch_size and time.perf_counter() < deadline:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), deadline - time.perf_counter())
-                except asyncio.TimeoutError:
-                    break
-            batch = [it for it in self._pick() if not it.future.cancelled()]
-            if not batch:
-                continue
-            self.running = len(batch)
-            start = time.perf_counter()
+            batch: list[Item] = []
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self.run_batch, [it.prompt for it in batch], [it.max_new_tokens for it in batch])
-            except Exception as e:  # a model failure answers this batch with 500, the server lives on
+                batch = await self._next_batch()
+                if batch:
+                    await self._run(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # never let one bad batch stop the worker: fail it, keep serving
+                log.exception("batch of %d failed; the worker goes on", len(batch))
                 for it in batch:
                     if not it.future.done():
                         it.future.set_exception(e)
-                outputs = None
-            seconds = time.perf_counter() - start
-            self.running = 0
-            self.batches += 1
-            self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * seconds if self.batches > 1 else seconds
-            self.on_batch(len(batch), seconds, [start - it.enqueued for it in batch])
-            if outputs is not None:
-                for it, out in zip(batch, outputs):
-                    if not it.future.done():
-                        it.future.set_result(out)
+                self.running = 0
+
+    async def _next_batch(self) -> list[Item]:
+        """Give companions until max_wait after the oldest request arrived to show up."""
+        deadline = self.waiting[0].enqueued + self.max_wait if self.waiting else 0.0
+        while self.waiting and len(self.waiting) < self.max_batch_size and time.perf_counter() < deadline:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), deadline - time.perf_counter())
+            except asyncio.TimeoutError:
+                break
+        # Clients that left while we waited have removed themselves; the queue may now be empty.
+        self.waiting = [it for it in self.waiting if not it.future.done()]
+        return self._pick() if self.waiting else []
+
+    async def _run(self, batch: list[Item]) -> None:
+        loop = asyncio.get_running_loop()
+        self.running = len(batch)
+        start = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(
+                self._executor, self.run_batch, [it.prompt for it in batch], [it.max_new_tokens for it in batch])
+        except Exception as e:  # a model failure answers this batch with 500, the server lives on
+            log.error("model failed on a batch of %d: %s: %s", len(batch), type(e).__name__, e)
+            for it in batch:
+                if not it.future.done():
+                    it.future.set_exception(e)
+            outputs = None
+        seconds = time.perf_counter() - start
+        self.running = 0
+        self.batches += 1
+        self._seconds_per_batch = 0.8 * self._seconds_per_batch + 0.2 * seconds if self.batches > 1 else seconds
+        self.on_batch(len(batch), seconds, [start - it.enqueued for it in batch])
+        if outputs is not None:
+            for it, out in zip(batch, outputs):
+                if not it.future.done():
+                    it.future.set_result(out)

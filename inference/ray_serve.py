@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def go():
-        from llmhub.sweep import init_ray
+        from llmhub.cluster import init_ray
 
         for name in ("num_replicas", "max_batch_size", "max_queue", "threads"):
             if getattr(args, name) < 1:

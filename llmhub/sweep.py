@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from . import grid
+from .cluster import init_ray
 from .config import RunConfig, apply_overrides
 from .errors import HubError
 from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
@@ -73,19 +74,6 @@ def _run_local(runs: list[Run], log) -> list[dict]:
         out.append(run_one(run))
         _log_result(out[-1], log)
     return out
-
-
-def init_ray(address: str | None = None, init_kwargs: dict | None = None):
-    """Connect to a Ray cluster (or start a local one); workers import the installed package."""
-    try:
-        import ray
-    except ImportError:
-        raise HubError("--backend ray needs the ray package (pip install 'ray[default]')") from None
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-                 **(init_kwargs or {}))
-    return ray
 
 
 def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,

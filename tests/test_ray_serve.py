@@ -17,7 +17,7 @@ def ray_app(tmp_path_factory, tiny_models, data_dir):
     try:
         from ray import serve
 
-        from llmhub.sweep import init_ray
+        from llmhub.cluster import init_ray
 
         ray = init_ray(init_kwargs={"num_cpus": 2})
     except Exception as e:  # a sandbox without the shared memory Ray needs

@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
-# Serve a merged model (inference/merge.py) with vLLM's OpenAI-compatible server.
-# Needs `pip install vllm` on a machine with a GPU: it cannot run on the project's CPU machines.
+# Serve an experiment or a merged model with vLLM (its CPU build runs on CPU-only machines too).
+# Needs vLLM's own virtualenv once: make -C inference/vllm venv   (VLLM_PKG=vllm on GPU machines)
 #
-#   inference/vllm/launch.sh merged/llama2-summ 8000
-#
-# Then: POST http://127.0.0.1:8000/v1/completions {"model": "llmhub", "prompt": ..., "max_tokens": 50}
+#   inference/vllm/launch.sh --experiment_dir experiments/llama2-summ --port 8001
+#   inference/vllm/launch.sh --model merged/llama2-summ --port 8001 --dtype float32
 set -euo pipefail
-MODEL_DIR=${1:?usage: launch.sh MERGED_MODEL_DIR [PORT]}
-PORT=${2:-8000}
-[ -f "$MODEL_DIR/config.json" ] || { echo "error: $MODEL_DIR has no config.json; run inference/merge.py first" >&2; exit 2; }
-command -v vllm >/dev/null || { echo "error: vllm is not installed (pip install vllm, GPU machine)" >&2; exit 2; }
-exec vllm serve "$MODEL_DIR" --host 127.0.0.1 --port "$PORT" --served-model-name llmhub \
-  --max-model-len "${MAX_MODEL_LEN:-2048}" --dtype auto
+exec python "$(dirname "$0")/launch.py" "$@"

@@ -1,0 +1,96 @@
+"""Serve an experiment with vLLM's OpenAI-compatible server, from vLLM's own virtualenv.
+
+  make -C inference/vllm venv                                   # once: inference/vllm/.venv
+  python inference/vllm/launch.py --experiment_dir experiments/llama2-summ --port 8001
+  python inference/vllm/launch.py --model merged/llama2-summ --port 8001
+
+An experiment trained with an adapter is served as its base model plus the adapter, unmerged
+(`--enable-lora`, rank limit read from the adapter's adapter_config.json), under the model name
+`--name` (default: the experiment folder's name); the base answers as the base's folder name. A
+fully fine-tuned experiment, a merged folder (inference/merge.py) or a plain model folder is served
+as is. Requests: POST /v1/completions {"model": NAME, "prompt": rendered prompt, "max_tokens": n}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from llmhub.cli import run
+from llmhub.errors import HubError
+
+VENV_PYTHON = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
+# vLLM sizes its LoRA buffers for one of these ranks; an adapter's rank is rounded up to the next.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--experiment_dir", help="a trained experiment (config.yaml + model/)")
+    src.add_argument("--model", help="a merged or plain model folder, or a registry name")
+    p.add_argument("--name", help="model name clients ask for (default: the folder's name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32 (default: %(default)s)")
+    p.add_argument("--max_model_len", type=int, default=2048)
+    p.add_argument("--kv_cache_gib", default=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+                   help="KV cache in GiB (VLLM_CPU_KVCACHE_SPACE) (default: %(default)s)")
+    return p
+
+
+def lora_rank(adapter_dir: Path) -> int:
+    r = json.loads((adapter_dir / "adapter_config.json").read_text()).get("r")
+    if not isinstance(r, int) or r < 1:
+        raise HubError(f"{adapter_dir / 'adapter_config.json'}: field 'r' must be a positive integer, got {r!r}")
+    bigger = [k for k in LORA_RANKS if k >= r]
+    if not bigger:
+        raise HubError(f"{adapter_dir}: LoRA rank {r} is above vLLM's largest ({LORA_RANKS[-1]}); merge it instead")
+    return bigger[0]
+
+
+def command(args) -> list[str]:
+    """The vLLM command line for an experiment or a model folder."""
+    from llmhub.models import resolve_path
+
+    cmd = [str(VENV_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
+           "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    if args.model:
+        folder = Path(resolve_path(args.model))
+        return cmd + ["--model", str(folder), "--served-model-name", args.name or folder.name]
+    exp = Path(args.experiment_dir)
+    if not (exp / "config.yaml").is_file():
+        raise HubError(f"{exp} is not an experiment directory (no config.yaml)")
+    model_dir = exp / "model"
+    name = args.name or exp.resolve().name
+    if (model_dir / "adapter_config.json").is_file():
+        from llmhub.config import load_yaml
+
+        base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        base = load_yaml(exp / "config.yaml").get("model", {}).get("pretrained_ckpt") or base
+        folder = Path(resolve_path(base))
+        return cmd + ["--model", str(folder), "--served-model-name", folder.name, "--enable-lora",
+                      "--max-lora-rank", str(lora_rank(model_dir)), "--lora-modules", f"{name}={model_dir.resolve()}"]
+    if (model_dir / "config.json").is_file():
+        return cmd + ["--model", str(model_dir.resolve()), "--served-model-name", name]
+    raise HubError(f"{model_dir} holds neither an adapter (adapter_config.json) nor a model (config.json)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def go():
+        if not VENV_PYTHON.is_file():
+            raise HubError("vLLM's virtualenv is missing; create it with: make -C inference/vllm venv")
+        cmd = command(args)
+        print(" ".join(cmd), file=sys.stderr, flush=True)
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}
+        os.execve(cmd[0], cmd, env)
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

@@ -259,22 +259,3 @@ def add_flags(parser: argparse.ArgumentParser, defaults: dict | None = None) -> 
         parser.add_argument(f"--{name}", dest=f"cfg__{name}", default=argparse.SUPPRESS,
                             metavar=name.upper(),
                             help=f"{f.metadata.get('help', '')} (default: {current}{limits})")
-
-
-def from_args(args: argparse.Namespace, defaults: dict | None = None) -> RunConfig:
-    """Defaults of the script, then --config, then flags, then --set."""
-    cfg = apply_overrides(RunConfig(), defaults or {})
-    if getattr(args, "config", None):
-        try:
-            cfg = apply_overrides(cfg, load_yaml(args.config))
-        except HubError as e:
-            raise HubError(f"{args.config}: {e}") from None
-    flags = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__")}
-    cfg = apply_overrides(cfg, flags)
-    sets = {}
-    for item in getattr(args, "set", []) or []:
-        if "=" not in item:
-            raise HubError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        sets[k] = yaml.safe_load(v)
-    return apply_overrides(cfg, sets)

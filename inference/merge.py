@@ -64,7 +64,8 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     from peft import PeftModel
 
     from llmhub import models
-    from llmhub.config import RunConfig, apply_overrides, load_yaml
+    from llmhub.experiment import trained_labels
+    from llmhub.resolve import resolve
     from llmhub.serving import MERGED_CONFIG, Predictor
     from llmhub.results import write_json
 
@@ -83,9 +84,9 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
                        "serve the experiment with inference/server.py instead")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise HubError(f"{out} is not empty; pass --overwrite to replace it")
-    cfg = apply_overrides(RunConfig(), load_yaml(exp / "config.yaml"))
+    cfg = resolve(config_file=exp / "config.yaml")
     family = models.family_of(models.load_config(cfg.model.pretrained_ckpt), cfg.model.family)
-    labels = json.loads((model_dir / "labels.json").read_text()) if (model_dir / "labels.json").is_file() else []
+    labels = trained_labels(model_dir)
     dtype = models.resolve_dtype(cfg.model.torch_dtype)
     base_path = models.resolve_path(cfg.model.pretrained_ckpt)
     kw = {"num_labels": len(labels) or None, "label_names": labels or None}

@@ -112,17 +112,17 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
 
         base = models.load_base_model(models.resolve_path(cfg.model.pretrained_ckpt), family, dtype,
                                       quantize_4bit=cfg.method.method == "qlora",
-                                      label_names=_labels(model_dir))
+                                      label_names=trained_labels(model_dir) or None)
         model = PeftModel.from_pretrained(base, model_dir)
     else:
         model = models.load_base_model(str(model_dir), family, dtype)
     return tok, model
 
 
-def _labels(model_dir: Path) -> list[str] | None:
-    """The label names an encoder head was trained on (its id -> label map for predictions)."""
-    labels = model_dir / "labels.json"
-    return json.loads(labels.read_text()) if labels.exists() else None
+def trained_labels(model_dir: Path) -> list[str]:
+    """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
+    labels = Path(model_dir) / "labels.json"
+    return json.loads(labels.read_text()) if labels.is_file() else []
 
 
 def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> list[str]:
@@ -274,8 +274,8 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
         if finished_record(target / "results.json") is not None and not overwrite:
             raise HubError(f"{target} already holds this evaluation; pass --overwrite to redo it")
     s = prepare(cfg, splits=("test",), mode="evaluate")
-    if s.kind == "classification" and (exp_dir / "model" / "labels.json").exists():
-        s.labels = json.loads((exp_dir / "model" / "labels.json").read_text())
+    if s.kind == "classification" and trained_labels(exp_dir / "model"):
+        s.labels = trained_labels(exp_dir / "model")
     tok, model = load_trained(exp_dir, cfg, s.family)
     stats_file = exp_dir / "model" / TRAIN_STATS
     train = (previous or {}).get("train") or (json.loads(stats_file.read_text()) if stats_file.is_file() else None)

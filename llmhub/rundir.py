@@ -81,13 +81,13 @@ def describe(diff: dict[str, tuple]) -> str:
 
 def check_resume_config(out: Path, cfg) -> None:
     """Refuse to resume a run under a config other than the one it was started with."""
-    from .config import RunConfig, apply_overrides, load_yaml
+    from .resolve import resolve
 
     path = Path(out) / "config.yaml"
     if not path.is_file():
         return
     try:
-        started = apply_overrides(RunConfig(), load_yaml(path))
+        started = resolve(config_file=path)
     except HubError as e:
         raise HubError(f"cannot resume {out}: its config.yaml is unusable ({e}); pass --overwrite to start over") from None
     diff = differences(started.to_dict(), cfg.to_dict())

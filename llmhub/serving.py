@@ -18,14 +18,15 @@ folder written by `inference/merge.py`, whose `llmhub.yaml` carries the experime
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
 from . import generate, models
-from .config import RunConfig, apply_overrides, load_yaml
+from .config import RunConfig
 from .errors import HubError
+from .experiment import load_trained, trained_labels
+from .resolve import resolve
 
 MERGED_CONFIG = "llmhub.yaml"  # the experiment config saved beside a merged model
 
@@ -47,28 +48,25 @@ class Predictor:
     @classmethod
     def from_experiment(cls, exp_dir: str | Path, overrides: dict | None = None) -> "Predictor":
         """Base + adapter (or the full model) of a finished experiment, with its prompt rules."""
-        from .experiment import load_trained
 
         exp_dir = Path(exp_dir)
         if not (exp_dir / "config.yaml").is_file():
             raise HubError(f"{exp_dir} is not an experiment directory (no config.yaml)")
-        cfg = apply_overrides(apply_overrides(RunConfig(), load_yaml(exp_dir / "config.yaml")), overrides or {})
+        cfg = resolve(config_file=exp_dir / "config.yaml", layers=[("", overrides or {})])
         family = models.family_of(models.load_config(cfg.model.pretrained_ckpt), cfg.model.family)
         tok, model = load_trained(exp_dir, cfg, family)
-        return cls._build(model, tok, family, cfg, _labels(exp_dir / "model"), name=str(exp_dir))
+        return cls._build(model, tok, family, cfg, trained_labels(exp_dir / "model"), name=str(exp_dir))
 
     @classmethod
     def from_model(cls, name: str, overrides: dict | None = None) -> "Predictor":
         """A plain model folder, registry name or merged model; the task comes from `overrides`
         (e.g. {"task": "summarization"}) or from the folder's llmhub.yaml."""
         path = Path(models.resolve_path(name))
-        from .resolve import resolve
-
         merged = path / MERGED_CONFIG
         cfg = resolve(config_file=merged if merged.is_file() else None, layers=[("", overrides or {})])
         cfg.model.pretrained_ckpt = str(path)
         family = models.family_of(models.load_config(str(path)), cfg.model.family)
-        labels = _labels(path)
+        labels = trained_labels(path)
         tok = models.load_tokenizer(str(path), family)
         model = models.load_base_model(str(path), family, models.resolve_dtype(cfg.model.torch_dtype),
                                        num_labels=len(labels) or None, label_names=labels or None)
@@ -147,6 +145,3 @@ class Predictor:
                 "labels": len(self.labels)}
 
 
-def _labels(model_dir: Path) -> list[str]:
-    path = model_dir / "labels.json"
-    return json.loads(path.read_text()) if path.is_file() else []

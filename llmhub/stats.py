@@ -10,7 +10,6 @@ same files give the same interval.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +23,13 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 def read_predictions(path: str | Path) -> list[dict]:
     """The rows of a predictions.jsonl; a bad line is a one-line error naming file and line."""
-    path = Path(path)
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HubError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
-                raise HubError(f"{path}:{n}: a prediction row needs 'id' and 'prediction'")
-            rows.append(row)
-    return rows
+    from .data import read_numbered
+
+    rows = read_numbered(path)
+    for n, row in rows:
+        if "id" not in row or "prediction" not in row:
+            raise HubError(f"{path}:{n}: a prediction row needs 'id' and 'prediction'")
+    return [row for _, row in rows]
 
 
 def example_scores(rows: list[dict], kind: str) -> dict[str, np.ndarray]:

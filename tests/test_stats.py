@@ -54,5 +54,5 @@ def test_paired_test_separates_lora_from_zero_shot_but_not_a_run_from_itself(run
 def test_a_bad_predictions_line_names_file_and_line(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"id": "1", "prediction": "x", "reference": "x"}\n{oops\n')
-    with pytest.raises(HubError, match=r"predictions.jsonl:2: not valid JSON"):
+    with pytest.raises(HubError, match=r"predictions.jsonl:2: malformed JSON"):
         stats.read_predictions(path)

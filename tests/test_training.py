@@ -33,10 +33,10 @@ def test_same_seed_same_adapter_and_metrics(tiny_models, data_dir, tmp_path):
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
-def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
+def check_qlora_base_is_4bit(model_dir: str, data_dir: str, out: str) -> None:
     from bitsandbytes.nn import Linear4bit
 
-    cfg = tiny_config(tiny_models["llama"], data_dir, tmp_path / "q", "classification", "qlora")
+    cfg = tiny_config(Path(model_dir), Path(data_dir), Path(out), "classification", "qlora")
     tok, model = load_for_training(prepare(cfg))
     kinds = {type(m).__name__ for m in model.modules()}
     assert any(isinstance(m, Linear4bit) for m in model.modules()), kinds
@@ -45,7 +45,16 @@ def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
     # the fp32 checkpoint was read to quantise; no tensor may keep its memory mapping (and pages) alive
     gc.collect()
     if Path("/proc/self/maps").exists():
-        assert str(Path(tiny_models["llama"]).resolve()) not in Path("/proc/self/maps").read_text()
+        assert str(Path(model_dir).resolve()) not in Path("/proc/self/maps").read_text()
+
+
+def test_qlora_base_is_4bit(tiny_models, data_dir, tmp_path):
+    # A fresh process: /proc/self/maps is process-wide, and models other tests loaded from the same
+    # tiny checkpoint may still be mapped in the test process.
+    args = ", ".join(repr(str(a)) for a in (tiny_models["llama"], data_dir, tmp_path / "q"))
+    proc = subprocess.run([sys.executable, "-c", f"import test_training as t; t.check_qlora_base_is_4bit({args})"],
+                          cwd=Path(__file__).parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_resume_skips_half_written_checkpoints(tmp_path):

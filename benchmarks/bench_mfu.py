@@ -128,7 +128,6 @@ def main() -> None:
     tok = models.load_tokenizer(path, "causal")
     n = 8 * (args.steps + 2)
     features = tokenize_rows(load_split(cfg.data, "train")[:n], tok, "causal", "causal", "generation", cfg.data)
-    tok.padding_side = "right"
     ordered = sorted(features, key=lambda f: len(f["input_ids"]))  # as length-grouped sampling does
     batches = [collator(tok, "causal")(ordered[i:i + 8]) for i in range(0, n, 8)]
     if args.profile:

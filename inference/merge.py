@@ -8,7 +8,7 @@ inference/server.py). A QLoRA adapter is merged into the base loaded in full pre
 4-bit base cannot hold the merged weights.
 
 Before anything is kept, the saved folder is loaded back and its logits are compared with base +
-adapter on a few prompts rendered with the experiment's own template; a difference beyond the
+adapter on a few prompts rendered with the experiment's own template, all in fp32; a difference beyond the
 tolerance removes the folder and exits non-zero. The folder also holds the tokenizer,
 labels.json (classifiers), llmhub.yaml (the experiment's config, so inference/server.py --model
 serves it with the right template) and merge.json (what was checked).
@@ -87,7 +87,9 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     cfg = resolve(config_file=exp / "config.yaml")
     family = models.family_of(models.load_config(cfg.model.pretrained_ckpt), cfg.model.family)
     labels = trained_labels(model_dir)
-    dtype = models.resolve_dtype(cfg.model.torch_dtype)
+    # fp32 whatever the run trained in: W + BA is added and checked exactly, and the saved folder
+    # serves in any dtype (vLLM / TGI cast at load with --dtype).
+    dtype = torch.float32
     base_path = models.resolve_path(cfg.model.pretrained_ckpt)
     kw = {"num_labels": len(labels) or None, "label_names": labels or None}
     # Full precision base even for QLoRA: the merged weights must be plain tensors.
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment_dir", required=True, help="a trained experiment whose model/ is an adapter")
     p.add_argument("--output_dir", required=True, help="where the standalone model folder goes")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute logit tolerance (default: %(default)s; "
-                   "raise it for bf16/fp16 models)")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute logit tolerance; the merge runs "
+                   "in fp32 (default: %(default)s)")
     p.add_argument("--rtol", type=float, default=1e-3, help="relative logit tolerance (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
     args = p.parse_args(argv)

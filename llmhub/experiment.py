@@ -135,7 +135,6 @@ def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> li
                                  progress)
     prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length)
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
-    tok.padding_side = "left" if s.family == "causal" else "right"
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
 

@@ -31,6 +31,12 @@ def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source
     return [prompts.render(style, kind, fit_input(tokenizer, t, budget)) for t in texts]
 
 
+def padding_side(family: str) -> str:
+    """Causal models continue the prompt, so their batches are padded on the left: every row's new
+    tokens then start at the same position. Encoders and seq2seq encoders pad on the right."""
+    return "left" if family == "causal" else "right"
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tokens: int,
              batch_size: int = 16, max_source_length: int = 1024, progress: bool = True,
@@ -45,7 +51,8 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True,
-                        truncation=True, max_length=max_source_length).to(device)
+                        padding_side=padding_side(family), truncation=True,
+                        max_length=max_source_length).to(device)
         extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, **extra)
@@ -70,8 +77,8 @@ def classify(model, tokenizer, texts: list[str], batch_size: int = 32, max_sourc
     bar = tqdm(total=len(order), desc="classify", unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_source_length).to(device)
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, padding_side="right",
+                        truncation=True, max_length=max_source_length).to(device)
         logits = model(**enc).logits
         for i, k in zip(idx, logits.argmax(-1).tolist()):
             out[i] = id2label[k]

@@ -202,9 +202,10 @@ def load_tokenizer(path: str, family: str):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    # Causal models generate after the prompt, so batches are padded on the left for generation;
-    # training pads on the right (the collator handles labels either way).
-    tok.padding_side = "left" if family == "causal" else "right"
+    # Training's collator pads on the right; generation asks for left padding per call
+    # (generate.padding_side), so no caller depends on what another set on the shared tokenizer.
+    # Set here because a tokenizer saved by an older run may carry "left".
+    tok.padding_side = "right"
     return tok
 
 

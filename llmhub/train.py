@@ -171,7 +171,6 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
     )
     if checkpointing:  # also for callers that take single steps without Trainer.train()
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    tokenizer.padding_side = "right"  # training pads on the right; generation switches to left
     return trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(features),
                            data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
                            optimizers=(build_optimizer(model, t), None))

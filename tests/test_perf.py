@@ -30,6 +30,7 @@ def test_auto_dtype_is_bf16_only_where_supported():
 
 
 def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, family="llama", **extra):
+    extra.setdefault("torch_dtype", "float32" if dtype == torch.float32 else "bfloat16")  # not `auto`
     cfg = tiny_config(tiny_models[family], data_dir, tmp_path / "exp", "summarization", method,
                       lora_dropout=0.0, **extra)
     path = str(tiny_models[family])
@@ -39,7 +40,6 @@ def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, 
     model = methods.wrap(model, cfg.method, "causal")
     rows = load_split(cfg.data, "train")[:8]
     features = tokenize_rows(rows, tok, "causal", "causal", "generation", cfg.data)
-    tok.padding_side = "right"
     return cfg, tok, model, features, collator(tok, "causal")(features)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -44,9 +45,20 @@ def raw(srv, head: str, body: bytes = b"", close_after: float | None = None, rea
             time.sleep(close_after)
             return b""
         s.settimeout(read_timeout)
-        return s.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+            part = s.recv(65536)  # headers and body may arrive in separate packets
+            if not part:
+                break
+            answer += part
+        return answer
     finally:
         s.close()
+
+
+def _length(answer: bytes) -> int:
+    found = re.search(rb"(?im)^content-length: *(\d+)", answer.split(b"\r\n\r\n", 1)[0])
+    return int(found.group(1)) if found else 0
 
 
 def head(path: str, length: int | None, extra: str = "") -> str:

@@ -50,6 +50,11 @@ class DataConfig:
     data_dir: str = _f("data", "folder in the layout written by `llmhub prepare-data`")
     train_file: str | None = _f(None, "custom task: JSONL or CSV training file")
     test_file: str | None = _f(None, "custom task: JSONL or CSV test file")
+    validation_file: str | None = _f(None, "custom task: JSONL or CSV validation file (default: a slice of train)")
+    validation_fraction: float = _f(0.1, "share of train held out for validation when the task has no validation split (20 Newsgroups, custom data without --validation_file); 0: none",
+                                    ge=0, lt=1)
+    validation_samples: int | None = _f(None, "validation examples: the first N of a validation split (stratified for classification), or the size of the slice held out of train",
+                                        ge=1)
     input_column: str = _f("input", "custom task: column holding the input text")
     target_column: str = _f("target", "custom task: column holding the target text or label")
     kind: str = _f("generation", "custom task: classification | generation")
@@ -83,6 +88,10 @@ class TrainConfig:
     gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory (default: on for qlora)")
     save_steps: int = _f(200, "checkpoint every N steps, for --resume", ge=1)
     logging_steps: int = _f(10, "log the loss every N steps", ge=1)
+    eval_steps: int | None = _f(None, "evaluate the validation loss every N steps and keep the best checkpoint by it (saved and tested at the end)",
+                                ge=1)
+    early_stopping_patience: int | None = _f(None, "stop after N evaluations without a lower validation loss (needs --eval_steps)",
+                                             ge=1)
     cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)",
                                  ge=0)
 

@@ -4,7 +4,7 @@ Layout of an experiment directory:
   config.yaml        the resolved config (re-run it with --config)
   model/             the adapter (or full model) and tokenizer
   predictions.jsonl  one {"id", "reference", "prediction"} row per test example
-  results.json       {"metrics", "config", "train", "eval", "provenance"}; written last, so its
+  results.json       {"metrics", "config", "train", "validation", "eval", "provenance"}; written last, so its
                      presence marks a finished run
   checkpoints/       Trainer checkpoints while training (removed once the run finished)
 """
@@ -59,6 +59,11 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
         methods.peft_config(cfg.method, model_config, family)  # unknown targets fail before loading
     rows = data_mod.load_task(cfg.data, cfg.train.seed, splits)
+    if mode == "finetune" and cfg.train.early_stopping_patience and cfg.train.eval_steps is None:
+        raise HubError("early_stopping_patience needs --eval_steps (how often the validation loss is evaluated)")
+    if mode == "finetune" and "validation" in splits and cfg.train.eval_steps and not rows.get("validation"):
+        raise HubError(f"eval_steps needs a validation split; task '{cfg.data.task}' has none "
+                       "(give --validation_file, or a validation_fraction > 0)")
     labels = data_mod.label_set(rows.get("train") or rows["test"]) if spec.kind == "classification" else []
     if labels and "train" in rows and "test" in rows:
         unseen = sorted({r["target"] for r in rows["test"]} - set(labels))
@@ -176,7 +181,7 @@ def train_experiment(cfg: RunConfig, overwrite: bool = False, resume: bool = Fal
 
     Everything is validated and the model loaded before an old run is replaced (--overwrite); a
     resumed run whose training had finished (model/ is complete) goes straight to evaluation."""
-    s = prepare(cfg)
+    s = prepare(cfg, splits=("train", "validation", "test"))
     with disk_errors(Path(cfg.output_dir)):
         return _train(s, overwrite, resume)
 
@@ -201,14 +206,16 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     tok, model = load_for_training(s)
     trainable, total = methods.trainable_parameters(model)
     label2id = {label: i for i, label in enumerate(s.labels)}
-    features = train_mod.tokenize_rows(s.splits["train"], tok, s.family, s.style, s.kind, cfg.data, label2id)
+    features, eval_features = (
+        train_mod.tokenize_rows(s.splits[split], tok, s.family, s.style, s.kind, cfg.data, label2id)
+        if split in s.splits else None for split in ("train", "validation"))
     if main_rank:
         if plan == "replace":  # the new run is ready to start: only now does the old one go
             replace_run(out)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "config.yaml").exists():  # a resumed run keeps the config it was started with
             cfg.dump(out / "config.yaml")
-    stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume)
+    stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume, eval_features)
     if not stats.pop("is_main_process"):
         return {}  # in multi-process runs exactly one rank saves, evaluates and writes results
     stats.update(trainable_params=trainable, total_params=total,
@@ -226,8 +233,14 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     return _finish(out, model, tok, s, stats)
 
 
+def _with_validation(train: dict | None) -> dict:
+    """results.json's "train" and "validation" entries from training's record."""
+    train = dict(train or {})
+    return {"train": train or None, "validation": train.pop("validation", None)}
+
+
 def _finish(out: Path, model, tok, s: Setup, stats: dict) -> dict:
-    record = evaluate_into(out, model, tok, s, {"train": stats})
+    record = evaluate_into(out, model, tok, s, _with_validation(stats))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return record
 
@@ -278,9 +291,10 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
         s.labels = trained_labels(exp_dir / "model")
     tok, model = load_trained(exp_dir, cfg, s.family)
     stats_file = exp_dir / "model" / TRAIN_STATS
-    train = (previous or {}).get("train") or (json.loads(stats_file.read_text()) if stats_file.is_file() else None)
+    extra = _with_validation(json.loads(stats_file.read_text()) if stats_file.is_file() else (previous or {}).get("train"))
+    extra["validation"] = extra["validation"] or (previous or {}).get("validation")
     with disk_errors(target):
         if target != exp_dir or diff:
             cfg.output_dir = str(target)
             cfg.dump(target / "config.yaml")  # the folder's config describes the results beside it
-        return evaluate_into(target, model, tok, s, {"train": train})
+        return evaluate_into(target, model, tok, s, extra)

@@ -21,6 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from . import compare
 from .errors import HubError
 from .records import METHOD_LABEL, Record, load_records
 
@@ -116,8 +117,9 @@ def _ablation(records: list[Record], methods: tuple, keys: tuple) -> str:
         cols = [k for k in keys if any(k in r.varied for r in rs) or k in ("epochs",)] + extra
         metrics = CLS_METRICS[:1] if kind == "classification" else GEN_METRICS[:3]
         rs = sorted(rs, key=lambda r: [_order(r.flat.get(k)) for k in cols])
-        rows = [[setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m, _ in metrics] + [r.examples] for r in rs]
-        out.append(f"**{model}, {task}**\n\n" + markdown(cols + [h for _, h in metrics] + ["Train examples"], rows))
+        rows = [[setting(r.flat.get(k)) for k in cols] + [compare.cell(r, m) for m, _ in metrics] + [r.examples] for r in rs]
+        headers, rows = _compared(rs, cols + [h for _, h in metrics] + ["Train examples"], rows, metrics[0])
+        out.append(f"**{model}, {task}**\n\n" + markdown(headers, rows) + _note(rs))
     return "\n\n".join(out)
 
 
@@ -159,9 +161,9 @@ def baselines(records: list[Record]) -> str:
         metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
         rows = [[r.model, r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"),
                  r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
-                + [r.metrics.get(m) for m, _ in metrics] for r in group]
+                + [compare.cell(r, m) for m, _ in metrics] for r in group]
         out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]
-                                                + [h for _, h in metrics], rows))
+                                                + [h for _, h in metrics], rows) + _note(group, selects=False))
     return "\n\n".join(out)
 
 
@@ -191,10 +193,32 @@ def sweeps(records: list[Record]) -> str:
         cols = sorted(rs[0].varied)
         metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
         rs = sorted(rs, key=lambda r: ([_order(r.flat.get(k)) for k in cols], r.path.parent.name))
-        rows = [[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m in metrics]
+        rows = [[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [compare.cell(r, m) for m in metrics]
                 for r in rs]
-        out.append(f"**{folder.name}**\n\n" + markdown(["Run"] + cols + list(metrics), rows))
+        headers, rows = _compared(rs, ["Run"] + cols + list(metrics), rows, (metrics[0], metrics[0]))
+        out.append(f"**{folder.name}**\n\n" + markdown(headers, rows) + _note(rs))
     return "\n\n".join(out)
+
+
+def _compared(rs: list[Record], headers: list[str], rows: list[list], metric: tuple) -> tuple[list[str], list[list]]:
+    """Add what a comparison needs where the runs have it: validation loss with the best run marked
+    (selection by validation, never by test) and the paired p-value against the study's reference."""
+    if any(compare.validation_loss(r) is not None for r in rs):
+        best = compare.best_by_validation(rs)
+        headers = headers + ["Validation loss"]
+        rows = [row + [fmt(compare.validation_loss(r), 4) + (" (best)" if r is best else "")] for r, row in zip(rs, rows)]
+    if any(compare.scores(r) for r in rs) and len(rs) > 1:
+        ref = compare.reference(rs)
+        headers = headers + [f"p vs {ref.path.parent.name} ({metric[1]})"]
+        rows = [row + [compare.p_value(r, ref, metric[0])] for r, row in zip(rs, rows)]
+    return headers, rows
+
+
+def _note(rs: list[Record], selects: bool = True) -> str:
+    """The caption under a compared table, only where it has intervals or validation to explain."""
+    if not any(compare.scores(r) or compare.validation_loss(r) is not None for r in rs):
+        return ""
+    return "\n\n" + compare.note(rs, selects)
 
 
 BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,

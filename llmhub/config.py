@@ -65,6 +65,9 @@ class DataConfig:
                                       ge=1)
     test_samples: int | None = _f(None, "evaluate on N test examples: the first N, stratified for classification (default: all)",
                                      ge=1)
+    prompt_format: str = _f("auto", "auto | plain | chat: chat renders prompts through the tokenizer's chat template; auto: chat for zero-/few-shot baselines of models that have one, plain otherwise",
+                            choices=("auto", "plain", "chat"))
+    prompt_template: str | None = _f(None, 'your own prompt template holding "{input}" (or a file with it), used by training, evaluation, baselines and the server')
     max_source_length: int = _f(512, "tokens kept of each input (prompt included)", ge=16)
     max_target_length: int = _f(128, "tokens kept of each target", ge=1)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, methods, metrics, models
+from . import generate, methods, metrics, models, prompts
 from .config import RunConfig, validate
 from .errors import HubError
 from .results import (SCHEMA_VERSION, cost_usd, finished_record, inputs_provenance, provenance, set_aside_corrupt,
@@ -45,8 +45,10 @@ class Setup:
 
 
 def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") -> Setup:
-    """Check the config and read the data; every bad input fails here with one line."""
+    """Check the config and read the data; every bad input fails here with one line. A template
+    given as a file is read into the config here, so config.yaml holds the text itself."""
     validate(cfg)
+    cfg.data.prompt_template = prompts.load_template(cfg.data.prompt_template)
     methods.check_method(cfg.method.method)
     spec = data_mod.task_spec(cfg.data)
     model_config = models.load_config(cfg.model.pretrained_ckpt)
@@ -77,7 +79,7 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
 def _check_prompt_room(cfg: RunConfig, family: str, kind: str, min_input: int = 8) -> None:
     """max_source_length must leave room for the input beside the fine-tuning prompt's own tokens."""
     tok = models.load_tokenizer(models.resolve_path(cfg.model.pretrained_ckpt), family)
-    overhead = generate.template_overhead(tok, models.PROMPT_STYLE[family], kind)
+    overhead = generate.template_overhead(tok, models.PROMPT_STYLE[family], kind, prompts.for_run(cfg.data, tok))
     if cfg.data.max_source_length < overhead + min_input:
         raise HubError(f"max_source_length {cfg.data.max_source_length} leaves no room for the input: the prompt "
                        f"template takes {overhead} tokens; allowed: >= {overhead + min_input}")
@@ -131,14 +133,15 @@ def trained_labels(model_dir: Path) -> list[str]:
 
 
 def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> list[str]:
-    """Predictions for rows with the fine-tuning template: labels for encoders, generated (and
+    """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
     cleaned) text otherwise. Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length)
+    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length,
+                                          prompts.for_run(cfg.data, tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     tok.padding_side = "left" if s.family == "causal" else "right"
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,

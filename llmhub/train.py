@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import prompts
 from .errors import HubError
 from .generate import build_prompts
 from .results import peak_memory_mb
@@ -26,7 +27,8 @@ def tokenize_rows(rows: list[dict], tokenizer, family: str, style: str, kind: st
         enc = tokenizer(texts, truncation=True, max_length=data_cfg.max_source_length)
         return [{"input_ids": ids, "attention_mask": am, "labels": label2id[r["target"]]}
                 for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
-    prompt_texts = build_prompts(tokenizer, style, kind, texts, data_cfg.max_source_length)
+    prompt_texts = build_prompts(tokenizer, style, kind, texts, data_cfg.max_source_length,
+                                 prompts.for_run(data_cfg, tokenizer))
     enc = tokenizer(prompt_texts, truncation=True, max_length=data_cfg.max_source_length)
     targets = tokenizer([r["target"] for r in rows], add_special_tokens=family == "seq2seq",
                         truncation=True, max_length=data_cfg.max_target_length)["input_ids"]

@@ -95,6 +95,8 @@ class TrainConfig:
                                 ge=1)
     early_stopping_patience: int | None = _f(None, "stop after N evaluations without a lower validation loss (needs --eval_steps)",
                                              ge=1)
+    report_to: str = _f("none", "send training logs to: none | tensorboard (EXP/logs/) | mlflow | wandb (the package must be installed)",
+                        choices=("none", "tensorboard", "mlflow", "wandb"))
     cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)",
                                  ge=0)
 

@@ -61,6 +61,10 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
         methods.peft_config(cfg.method, model_config, family)  # unknown targets fail before loading
     rows = data_mod.load_task(cfg.data, cfg.train.seed, splits)
+    if mode == "finetune":
+        from .train import check_tracker
+
+        check_tracker(cfg.train.report_to)
     if mode == "finetune" and cfg.train.early_stopping_patience and cfg.train.eval_steps is None:
         raise HubError("early_stopping_patience needs --eval_steps (how often the validation loss is evaluated)")
     if mode == "finetune" and "validation" in splits and cfg.train.eval_steps and not rows.get("validation"):

@@ -2,8 +2,9 @@
 
 `python -m llmhub report results --readme flan-t5/README.md` reads every results.json under
 `results/` (a corrupt one is reported on stderr and skipped), prints the tables, writes plots under
-`assets/`, and rewrites the text between `<!-- BEGIN results:NAME -->` and
-`<!-- END results:NAME -->` in each README (everything outside the markers stays byte-identical).
+`assets/` (loss curves of every study among them), and rewrites the text between
+`<!-- BEGIN results:NAME -->` and `<!-- END results:NAME -->` in each README (everything outside
+the markers stays byte-identical).
 
 Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, sweeps.
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
@@ -381,7 +382,9 @@ def main(args) -> None:
         print(f"## {name}\n\n{table or '(no results for this table)'}\n")
     plots = {"sample-efficiency": plot_sample_efficiency(records, assets / "accuracy_vs_samples.png", args.reference),
              "baselines": plot_rouge(records, assets / "rouge_by_method.png")}
-    for path in filter(None, plots.values()):
+    from .curves import plot_loss_curves
+
+    for path in [*filter(None, plots.values()), *plot_loss_curves(records, assets)]:
         print(f"plot: {_shown(path)}")
     for readme in map(Path, args.readme):
         if not readme.is_file():

@@ -153,6 +153,30 @@ def selection_args(train_cfg, has_validation: bool) -> dict:
             "per_device_eval_batch_size": train_cfg.batch_size}
 
 
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # report_to -> package
+
+
+def check_tracker(report_to: str) -> None:
+    """A tracker needs its package; say so before anything runs, not from inside the Trainer."""
+    import importlib.util
+
+    package = TRACKERS.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise HubError(f"report_to '{report_to}' needs the package {package} (pip install {package}); "
+                       f"allowed without extra packages: none")
+
+
+def tracking(report_to: str, exp_dir: Path) -> tuple[str, list]:
+    """(Trainer report_to, callbacks): TensorBoard writes into EXP/logs/, which outlives checkpoints/."""
+    if report_to != "tensorboard":
+        return report_to, []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(exp_dir / "logs")
+    return "none", [callback]
+
+
 def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
                  eval_features: list[dict] | None = None):
     """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs with native bf16)
@@ -168,6 +192,7 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
     quantized = getattr(model, "is_loaded_in_4bit", False) or cfg.method.method == "qlora"
     optim = "paged_adamw_32bit" if quantized and torch.cuda.is_available() else "adamw_torch"
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else quantized
+    report_to, trackers = tracking(t.report_to, Path(checkpoint_dir).parent)
     saving = {"save_strategy": "steps", "save_steps": t.save_steps, "save_total_limit": 2,
               "label_names": ["labels"], "prediction_loss_only": True,
               **selection_args(t, bool(eval_features))}
@@ -180,7 +205,7 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
         seed=t.seed, data_seed=t.seed,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         logging_steps=t.logging_steps, **saving,
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        report_to=report_to, remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         bf16=resolve_dtype(cfg.model.torch_dtype) == torch.bfloat16,
         # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
@@ -193,7 +218,7 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
     return trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(features),
                            eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
                            data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
-                           optimizers=(build_optimizer(model, t), None), callbacks=patience)
+                           optimizers=(build_optimizer(model, t), None), callbacks=patience + trackers)
 
 
 def validation_record(trainer, n_examples: int) -> dict | None:

@@ -153,7 +153,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     for p, n, o in zip(preds, lengths, over):
         p.update(prompt_tokens=n, over_context=o)
     write_jsonl(out / "predictions.jsonl", preds)
-    read = inputs_provenance([data_mod.split_file(cfg.data, split) for split in s.splits], s.path)
+    read = inputs_provenance(data_mod.data_provenance(cfg.data, s.splits), s.path)
     record = {
         "schema_version": SCHEMA_VERSION, "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
         "prompts": {"format": "chat" if fmt.chat else "plain", "context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,

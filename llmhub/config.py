@@ -48,6 +48,11 @@ class MethodConfig:
 class DataConfig:
     task: str = _f("summarization", "classification | summarization | dialogsum | custom")
     data_dir: str = _f("data", "folder in the layout written by `llmhub prepare-data`")
+    dataset: str | None = _f(None, "custom task: a hub dataset id, a save_to_disk folder, or a JSON/CSV/Parquet file or folder, read with the datasets library (instead of --train_file/--test_file)")
+    dataset_config: str | None = _f(None, "--dataset: the dataset's configuration name")
+    train_split: str = _f("train", "--dataset: split to train on")
+    validation_split: str = _f("validation", "--dataset: validation split, if the dataset has it (else a slice of train)")
+    test_split: str = _f("test", "--dataset: split to test on")
     train_file: str | None = _f(None, "custom task: JSONL or CSV training file")
     test_file: str | None = _f(None, "custom task: JSONL or CSV test file")
     validation_file: str | None = _f(None, "custom task: JSONL or CSV validation file (default: a slice of train)")

@@ -52,9 +52,16 @@ def task_spec(data_cfg) -> TaskSpec:
     if data_cfg.task == "custom":
         if data_cfg.kind not in ("classification", "generation"):
             raise HubError(f"unknown custom task kind '{data_cfg.kind}'; allowed: classification, generation")
-        if not data_cfg.train_file or not data_cfg.test_file:
-            raise HubError("task 'custom' needs --train_file and --test_file")
-        return TaskSpec(data_cfg.kind, None, data_cfg.train_file, data_cfg.test_file, data_cfg.validation_file,
+        if data_cfg.dataset:
+            from . import hubdata
+
+            validation = data_cfg.validation_split if data_cfg.validation_split in hubdata.split_names(data_cfg) else None
+            files = (data_cfg.train_split, data_cfg.test_split, validation)
+        elif not data_cfg.train_file or not data_cfg.test_file:
+            raise HubError("task 'custom' needs --dataset, or --train_file and --test_file")
+        else:
+            files = (data_cfg.train_file, data_cfg.test_file, data_cfg.validation_file)
+        return TaskSpec(data_cfg.kind, None, *files,
                         data_cfg.input_column, data_cfg.target_column, "id",  # users join predictions on it
                         10 if data_cfg.kind == "classification" else 128)
     if data_cfg.task not in TASKS:
@@ -129,9 +136,24 @@ def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
     return root / spec.folder / name
 
 
-def split_file(data_cfg, split: str) -> Path:
-    """The file a split is read from (results.json records its sha256)."""
-    return _split_path(data_cfg, task_spec(data_cfg), split)
+def split_file(data_cfg, split: str) -> Path | None:
+    """The file a split is read from (results.json records its sha256); None for a --dataset."""
+    return None if _from_dataset(data_cfg) else _split_path(data_cfg, task_spec(data_cfg), split)
+
+
+def _from_dataset(data_cfg) -> bool:
+    return data_cfg.task == "custom" and bool(data_cfg.dataset)
+
+
+def data_provenance(data_cfg, splits) -> dict:
+    """results.json's record of the data read: each file's sha256, or the --dataset's fingerprints."""
+    from .results import sha256_file
+
+    if _from_dataset(data_cfg):
+        from . import hubdata
+
+        return {"data_files": {}, "dataset": hubdata.provenance(data_cfg)}
+    return {"data_files": {str(p): sha256_file(p) for p in (split_file(data_cfg, s) for s in splits)}}
 
 
 # The cleaning of scikit-learn's fetch_20newsgroups(remove=("headers", "footers", "quotes")), copied
@@ -159,9 +181,15 @@ def clean_newsgroup(text: str) -> str:
 def load_split(data_cfg, split: str) -> list[dict]:
     """Rows {"id", "input", "target"[, "references"]} of one split, cleaned, not yet sampled."""
     spec = task_spec(data_cfg)
-    path = _split_path(data_cfg, spec, split)
     if data_cfg.clean not in ("raw", "strip"):
         raise HubError(f"unknown clean mode '{data_cfg.clean}'; allowed: raw, strip")
+    if _from_dataset(data_cfg):
+        from . import hubdata
+
+        name = {"train": spec.train, "test": spec.test, "validation": spec.validation}[split]
+        return list(_rows(data_cfg.task, spec, f"{data_cfg.dataset}[{name}]", hubdata.records(data_cfg, name),
+                          data_cfg.clean, split))
+    path = _split_path(data_cfg, spec, split)
     if not path.is_file():
         raise HubError(f"data file not found: {path}")
     # Cleaning 11k posts takes seconds; a sweep reads the same split once per run, so keep it.
@@ -173,9 +201,15 @@ def load_split(data_cfg, split: str) -> list[dict]:
 @functools.lru_cache(maxsize=8)
 def _load_split(task: str, spec: TaskSpec, path: str, _mtime: int, _size: int, clean: str,
                 split: str) -> tuple[dict, ...]:
-    path = Path(path)
+    return _rows(task, spec, path, read_numbered(path), clean, split)
+
+
+def _rows(task: str, spec: TaskSpec, where: str, numbered: list[tuple[int, dict]], clean: str,
+          split: str) -> tuple[dict, ...]:
+    """Checked, cleaned {"id", "input", "target"} rows of numbered records read from `where`."""
+    path = where
     rows = []
-    for i, (lineno, rec) in enumerate(read_numbered(path)):
+    for i, (lineno, rec) in enumerate(numbered):
         text = _cell(path, lineno, rec, spec.input_column, required=False)
         target = _cell(path, lineno, rec, spec.target_column, required=True)
         if task == "classification" and clean == "strip":

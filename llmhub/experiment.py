@@ -62,7 +62,7 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
         methods.peft_config(cfg.method, model_config, family)  # unknown targets fail before loading
     rows = data_mod.load_task(cfg.data, cfg.train.seed, splits)
     if mode == "finetune":
-        from .train import check_tracker
+        from .tracking import check_tracker
 
         check_tracker(cfg.train.report_to)
     if mode == "finetune" and cfg.train.early_stopping_patience and cfg.train.eval_steps is None:
@@ -174,7 +174,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    read = inputs_provenance([data_mod.split_file(s.cfg.data, split) for split in s.splits], s.path)
+    read = inputs_provenance(data_mod.data_provenance(s.cfg.data, s.splits), s.path)
     record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
               **extra, "eval": {"seconds": seconds, "examples": len(rows),
                                 "examples_per_second": len(rows) / seconds if seconds else None},

@@ -153,30 +153,6 @@ def selection_args(train_cfg, has_validation: bool) -> dict:
             "per_device_eval_batch_size": train_cfg.batch_size}
 
 
-TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # report_to -> package
-
-
-def check_tracker(report_to: str) -> None:
-    """A tracker needs its package; say so before anything runs, not from inside the Trainer."""
-    import importlib.util
-
-    package = TRACKERS.get(report_to)
-    if package and importlib.util.find_spec(package) is None:
-        raise HubError(f"report_to '{report_to}' needs the package {package} (pip install {package}); "
-                       f"allowed without extra packages: none")
-
-
-def tracking(report_to: str, exp_dir: Path) -> tuple[str, list]:
-    """(Trainer report_to, callbacks): TensorBoard writes into EXP/logs/, which outlives checkpoints/."""
-    if report_to != "tensorboard":
-        return report_to, []
-    from transformers.integrations import TensorBoardCallback
-
-    callback = TensorBoardCallback()
-    callback.logging_dir = str(exp_dir / "logs")
-    return "none", [callback]
-
-
 def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
                  eval_features: list[dict] | None = None):
     """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs with native bf16)
@@ -187,6 +163,7 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
 
     from .lm_loss import trainer_class
     from .models import resolve_dtype
+    from .tracking import tracking
 
     t = cfg.train
     quantized = getattr(model, "is_loaded_in_4bit", False) or cfg.method.method == "qlora"

@@ -183,18 +183,29 @@ def cost(records: list[Record]) -> str:
               "the AWS g5.2xlarge on-demand price); the hardware column says where the time was measured.")
 
 
+def _studied(r: Record) -> list[str]:
+    """The keys a run's study varied that the table can show: config leaves, and `mode` (zero-shot,
+    few-shot, finetune) for studies that compare baselines with fine-tuning."""
+    return sorted(r.varied | ({"mode"} & {k.split(".")[-1] for k in r.study.get("varied") or []}))
+
+
+def _value(r: Record, key: str):
+    return r.mode if key == "mode" else r.flat.get(key)
+
+
 def sweeps(records: list[Record]) -> str:
     """Any study with varied keys (any grid a user writes): varied keys + main metrics."""
     groups = defaultdict(list)
     for r in records:
-        if r.varied:
+        if _studied(r):
             groups[r.path.parent.parent].append(r)
     out = []
     for folder, rs in sorted(groups.items()):
-        cols = sorted(rs[0].varied)
+        cols = _studied(rs[0])
         metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
-        rs = sorted(rs, key=lambda r: ([_order(r.flat.get(k)) for k in cols], r.path.parent.name))
-        rows = [[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [compare.cell(r, m) for m in metrics]
+        rs = sorted(rs, key=lambda r: ([(0, MODE_ORDER.get(r.mode, 3), "") if k == "mode" else _order(r.flat.get(k))
+                                        for k in cols], r.path.parent.name))
+        rows = [[r.path.parent.name] + [setting(_value(r, k)) for k in cols] + [compare.cell(r, m) for m in metrics]
                 for r in rs]
         headers, rows = _compared(rs, ["Run"] + cols + list(metrics), rows, (metrics[0], metrics[0]))
         out.append(f"**{folder.name}**\n\n" + markdown(headers, rows) + _note(rs))

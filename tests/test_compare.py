@@ -91,3 +91,19 @@ def test_no_validation_no_best(tmp_path):
     table = report.build(report.load_records(root))["sweeps"]
     assert "Validation loss" not in table and "none is marked best" in table
     assert "p vs lora_a (accuracy)" in table  # no reference named: the first row
+
+
+def test_baselines_and_fine_tuning_are_compared_in_their_study(tmp_path):
+    root = tmp_path / "results"
+    rng = random.Random(1)
+    for mode, p in (("zero-shot", 0.3), ("few-shot", 0.5), ("finetune", 0.8)):
+        path = classified(root, f"m/cmp/{mode}", [rng.random() < p for _ in range(100)], None)
+        data = json.loads(path.read_text())
+        data["mode"] = mode
+        path.write_text(json.dumps(data))
+    (root / "m/cmp/sweep.json").write_text(json.dumps({"study": {"kind": "comparison", "varied": ["mode", "action"],
+                                                                 "reference": "zero-shot"}}))
+    table = report.build(report.load_records(root))["sweeps"]
+    rows = [ln.split(" | ") for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| Run")]
+    assert [r[1] for r in rows] == ["zero-shot", "few-shot", "finetune"]
+    assert rows[0][-1] == "ref |" and rows[2][-1] == "< 0.001 |"

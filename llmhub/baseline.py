@@ -57,10 +57,10 @@ def _shorten(tok, text: str, n_tokens: int) -> str:
 
 
 def fit_examples(tok, style: str, kind: str, labels: list[str], examples: list[dict], budget: int,
-                 reserve: int, model_name: str) -> list[dict]:
+                 reserve: int, model_name: str, fmt: prompts.PromptFormat = prompts.PromptFormat()) -> list[dict]:
     """Shorten each example's input so instructions + examples leave `reserve` tokens of `budget`."""
     def prefix(exs):  # everything before the test input
-        return prompts.render(style, kind, "", "few-shot", labels, exs)
+        return fmt.render(style, kind, "", "few-shot", labels, exs, tok)
 
     fixed = _count(tok, prefix([{**ex, "input": ""} for ex in examples]))
     share = (budget - reserve - fixed) // len(examples)
@@ -79,19 +79,20 @@ def fit_examples(tok, style: str, kind: str, labels: list[str], examples: list[d
 
 
 def build_prompts(tok, style: str, kind: str, labels: list[str], texts: list[str], mode: str,
-                  examples: list[dict] | None, budget: int) -> tuple[list[str], list[int], list[bool]]:
+                  examples: list[dict] | None, budget: int,
+                  fmt: prompts.PromptFormat = prompts.PromptFormat()) -> tuple[list[str], list[int], list[bool]]:
     """Prompts for test inputs; those over `budget` get their input shortened and are flagged."""
-    empty = _count(tok, prompts.render(style, kind, "", mode, labels, examples))
+    empty = _count(tok, fmt.render(style, kind, "", mode, labels, examples, tok))
     if empty >= budget:
         raise HubError(f"the {mode} instructions alone take {empty} tokens, the prompt budget is {budget}")
     out, lengths, over = [], [], []
     for text in texts:
-        prompt = prompts.render(style, kind, text, mode, labels, examples)
+        prompt = fmt.render(style, kind, text, mode, labels, examples, tok)
         n = _count(tok, prompt)
         over.append(n > budget)
         room = budget - empty
         while n > budget and room > 0:
-            prompt = prompts.render(style, kind, _shorten(tok, text, room), mode, labels, examples)
+            prompt = fmt.render(style, kind, _shorten(tok, text, room), mode, labels, examples, tok)
             n, room = _count(tok, prompt), room - max(1, n - budget)
         out.append(prompt)
         lengths.append(n)
@@ -119,6 +120,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     plan = check_output_dir(out, overwrite, resume=True)
 
     tok = models.load_tokenizer(s.path, s.family)
+    fmt = prompts.for_run(cfg.data, tok, mode)  # auto: the model's chat template where it has one
     max_new = cfg.eval.max_new_tokens or spec.max_new_tokens
     context = context_length(s.model_config, tok, cfg.data.max_source_length)
     budget = context - (max_new if s.family == "causal" else 0)
@@ -129,10 +131,10 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
         chosen = prompts.select_examples(s.splits["train"], s.kind, s.labels, cfg.train.seed)
         reserve = min(cfg.data.max_source_length, budget // 2)
         examples = fit_examples(tok, s.style, s.kind, s.labels, chosen, budget, reserve,
-                                cfg.model.pretrained_ckpt)
+                                cfg.model.pretrained_ckpt, fmt)
     rows = s.splits["test"]
     texts, lengths, over = build_prompts(tok, s.style, s.kind, s.labels, [r["input"] for r in rows],
-                                         mode, examples, budget)
+                                         mode, examples, budget, fmt)
 
     model = models.load_base_model(s.path, s.family, models.resolve_dtype(cfg.model.torch_dtype),
                                    quantize_4bit=cfg.method.method == "qlora")
@@ -151,10 +153,10 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     for p, n, o in zip(preds, lengths, over):
         p.update(prompt_tokens=n, over_context=o)
     write_jsonl(out / "predictions.jsonl", preds)
-    read = inputs_provenance([data_mod.split_file(cfg.data, split) for split in s.splits], s.path)
+    read = inputs_provenance(data_mod.data_provenance(cfg.data, s.splits), s.path)
     record = {
         "schema_version": SCHEMA_VERSION, "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
-        "prompts": {"context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
+        "prompts": {"format": "chat" if fmt.chat else "plain", "context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
                     "base_4bit": cfg.method.method == "qlora",
                     "over_context": sum(over), "over_context_ids": [r["id"] for r, o in zip(rows, over) if o],
                     "max_prompt_tokens": max(lengths), "mean_prompt_tokens": sum(lengths) / len(lengths),

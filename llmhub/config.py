@@ -48,8 +48,18 @@ class MethodConfig:
 class DataConfig:
     task: str = _f("summarization", "classification | summarization | dialogsum | custom")
     data_dir: str = _f("data", "folder in the layout written by `llmhub prepare-data`")
+    dataset: str | None = _f(None, "custom task: a hub dataset id, a save_to_disk folder, or a JSON/CSV/Parquet file or folder, read with the datasets library (instead of --train_file/--test_file)")
+    dataset_config: str | None = _f(None, "--dataset: the dataset's configuration name")
+    train_split: str = _f("train", "--dataset: split to train on")
+    validation_split: str = _f("validation", "--dataset: validation split, if the dataset has it (else a slice of train)")
+    test_split: str = _f("test", "--dataset: split to test on")
     train_file: str | None = _f(None, "custom task: JSONL or CSV training file")
     test_file: str | None = _f(None, "custom task: JSONL or CSV test file")
+    validation_file: str | None = _f(None, "custom task: JSONL or CSV validation file (default: a slice of train)")
+    validation_fraction: float = _f(0.1, "share of train held out for validation when the task has no validation split (20 Newsgroups, custom data without --validation_file); 0: none",
+                                    ge=0, lt=1)
+    validation_samples: int | None = _f(None, "validation examples: the first N of a validation split (stratified for classification), or the size of the slice held out of train",
+                                        ge=1)
     input_column: str = _f("input", "custom task: column holding the input text")
     target_column: str = _f("target", "custom task: column holding the target text or label")
     kind: str = _f("generation", "custom task: classification | generation")
@@ -60,6 +70,9 @@ class DataConfig:
                                       ge=1)
     test_samples: int | None = _f(None, "evaluate on N test examples: the first N, stratified for classification (default: all)",
                                      ge=1)
+    prompt_format: str = _f("auto", "auto | plain | chat: chat renders prompts through the tokenizer's chat template; auto: chat for zero-/few-shot baselines of models that have one, plain otherwise",
+                            choices=("auto", "plain", "chat"))
+    prompt_template: str | None = _f(None, 'your own prompt template holding "{input}" (or a file with it), used by training, evaluation, baselines and the server')
     max_source_length: int = _f(512, "tokens kept of each input (prompt included)", ge=16)
     max_target_length: int = _f(128, "tokens kept of each target", ge=1)
 
@@ -83,6 +96,12 @@ class TrainConfig:
     gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory (default: on for qlora)")
     save_steps: int = _f(200, "checkpoint every N steps, for --resume", ge=1)
     logging_steps: int = _f(10, "log the loss every N steps", ge=1)
+    eval_steps: int | None = _f(None, "evaluate the validation loss every N steps and keep the best checkpoint by it (saved and tested at the end)",
+                                ge=1)
+    early_stopping_patience: int | None = _f(None, "stop after N evaluations without a lower validation loss (needs --eval_steps)",
+                                             ge=1)
+    report_to: str = _f("none", "send training logs to: none | tensorboard (EXP/logs/) | mlflow | wandb (the package must be installed)",
+                        choices=("none", "tensorboard", "mlflow", "wandb"))
     cost_per_hour: float = _f(1.212, "instance price in USD/hour (default AWS g5.2xlarge)",
                                  ge=0)
 

@@ -2,6 +2,11 @@
 
 Every task yields rows of {"id", "input", "target"} where `target` is a label (classification) or
 a reference text, and test rows may carry `references` (several references per input, DialogSum).
+
+Validation: a task's own validation split (SAMSum, DialogSum, a custom --validation_file), else a
+slice of the train split held out before training examples are sampled (20 Newsgroups, custom data
+without a validation file): `validation_fraction` of the train file, stratified for classification,
+drawn with a fixed seed so every run of a study holds out the same rows whatever its own seed.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class TaskSpec:
     folder: str | None
     train: str | None
     test: str | None
+    validation: str | None  # the dataset's own validation file; None: hold a slice of train out
     input_column: str
     target_column: str
     id_column: str | None
@@ -31,11 +37,11 @@ class TaskSpec:
 
 
 TASKS = {
-    "classification": TaskSpec("classification", "newsgroups", "train.jsonl.gz", "test.jsonl",
+    "classification": TaskSpec("classification", "newsgroups", "train.jsonl.gz", "test.jsonl", None,
                                "text", "label", None, 10),
-    "summarization": TaskSpec("generation", "samsum", "train.jsonl", "test.jsonl",
+    "summarization": TaskSpec("generation", "samsum", "train.jsonl", "test.jsonl", "validation.jsonl",
                               "dialogue", "summary", "id", 60),
-    "dialogsum": TaskSpec("generation", "dialogsum", "train.jsonl", "test.jsonl",
+    "dialogsum": TaskSpec("generation", "dialogsum", "train.jsonl", "test.jsonl", "validation.jsonl",
                           "dialogue", "summary", "id", 60),
 }
 TASK_NAMES = [*TASKS, "custom"]
@@ -46,9 +52,16 @@ def task_spec(data_cfg) -> TaskSpec:
     if data_cfg.task == "custom":
         if data_cfg.kind not in ("classification", "generation"):
             raise HubError(f"unknown custom task kind '{data_cfg.kind}'; allowed: classification, generation")
-        if not data_cfg.train_file or not data_cfg.test_file:
-            raise HubError("task 'custom' needs --train_file and --test_file")
-        return TaskSpec(data_cfg.kind, None, data_cfg.train_file, data_cfg.test_file,
+        if data_cfg.dataset:
+            from . import hubdata
+
+            validation = data_cfg.validation_split if data_cfg.validation_split in hubdata.split_names(data_cfg) else None
+            files = (data_cfg.train_split, data_cfg.test_split, validation)
+        elif not data_cfg.train_file or not data_cfg.test_file:
+            raise HubError("task 'custom' needs --dataset, or --train_file and --test_file")
+        else:
+            files = (data_cfg.train_file, data_cfg.test_file, data_cfg.validation_file)
+        return TaskSpec(data_cfg.kind, None, *files,
                         data_cfg.input_column, data_cfg.target_column, "id",  # users join predictions on it
                         10 if data_cfg.kind == "classification" else 128)
     if data_cfg.task not in TASKS:
@@ -113,7 +126,8 @@ def _cell(path: Path, lineno: int, rec: dict, col: str, required: bool) -> str:
 
 
 def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
-    name = spec.train if split == "train" else spec.test
+    """The file a split is read from; a held-out validation slice is read from the train file."""
+    name = {"train": spec.train, "test": spec.test, "validation": spec.validation or spec.train}[split]
     if spec.folder is None:
         return Path(name)
     root = Path(data_cfg.data_dir)
@@ -122,9 +136,24 @@ def _split_path(data_cfg, spec: TaskSpec, split: str) -> Path:
     return root / spec.folder / name
 
 
-def split_file(data_cfg, split: str) -> Path:
-    """The file a split is read from (results.json records its sha256)."""
-    return _split_path(data_cfg, task_spec(data_cfg), split)
+def split_file(data_cfg, split: str) -> Path | None:
+    """The file a split is read from (results.json records its sha256); None for a --dataset."""
+    return None if _from_dataset(data_cfg) else _split_path(data_cfg, task_spec(data_cfg), split)
+
+
+def _from_dataset(data_cfg) -> bool:
+    return data_cfg.task == "custom" and bool(data_cfg.dataset)
+
+
+def data_provenance(data_cfg, splits) -> dict:
+    """results.json's record of the data read: each file's sha256, or the --dataset's fingerprints."""
+    from .results import sha256_file
+
+    if _from_dataset(data_cfg):
+        from . import hubdata
+
+        return {"data_files": {}, "dataset": hubdata.provenance(data_cfg)}
+    return {"data_files": {str(p): sha256_file(p) for p in (split_file(data_cfg, s) for s in splits)}}
 
 
 # The cleaning of scikit-learn's fetch_20newsgroups(remove=("headers", "footers", "quotes")), copied
@@ -152,9 +181,15 @@ def clean_newsgroup(text: str) -> str:
 def load_split(data_cfg, split: str) -> list[dict]:
     """Rows {"id", "input", "target"[, "references"]} of one split, cleaned, not yet sampled."""
     spec = task_spec(data_cfg)
-    path = _split_path(data_cfg, spec, split)
     if data_cfg.clean not in ("raw", "strip"):
         raise HubError(f"unknown clean mode '{data_cfg.clean}'; allowed: raw, strip")
+    if _from_dataset(data_cfg):
+        from . import hubdata
+
+        name = {"train": spec.train, "test": spec.test, "validation": spec.validation}[split]
+        return list(_rows(data_cfg.task, spec, f"{data_cfg.dataset}[{name}]", hubdata.records(data_cfg, name),
+                          data_cfg.clean, split))
+    path = _split_path(data_cfg, spec, split)
     if not path.is_file():
         raise HubError(f"data file not found: {path}")
     # Cleaning 11k posts takes seconds; a sweep reads the same split once per run, so keep it.
@@ -166,9 +201,15 @@ def load_split(data_cfg, split: str) -> list[dict]:
 @functools.lru_cache(maxsize=8)
 def _load_split(task: str, spec: TaskSpec, path: str, _mtime: int, _size: int, clean: str,
                 split: str) -> tuple[dict, ...]:
-    path = Path(path)
+    return _rows(task, spec, path, read_numbered(path), clean, split)
+
+
+def _rows(task: str, spec: TaskSpec, where: str, numbered: list[tuple[int, dict]], clean: str,
+          split: str) -> tuple[dict, ...]:
+    """Checked, cleaned {"id", "input", "target"} rows of numbered records read from `where`."""
+    path = where
     rows = []
-    for i, (lineno, rec) in enumerate(read_numbered(path)):
+    for i, (lineno, rec) in enumerate(numbered):
         text = _cell(path, lineno, rec, spec.input_column, required=False)
         target = _cell(path, lineno, rec, spec.target_column, required=True)
         if task == "classification" and clean == "strip":
@@ -177,7 +218,7 @@ def _load_split(task: str, spec: TaskSpec, path: str, _mtime: int, _size: int, c
                 continue
         rid = str(rec[spec.id_column]) if spec.id_column and rec.get(spec.id_column) is not None else str(i)
         rows.append({"id": rid, "input": text, "target": target})
-    if split == "test" and task == "dialogsum":
+    if split != "train" and task == "dialogsum":
         rows = group_references(rows)
     return tuple(rows)
 
@@ -217,12 +258,48 @@ def sample_rows(rows: list[dict], n: int, seed: int, stratify: bool) -> list[dic
     return picked
 
 
+VALIDATION_SEED = 0  # the held-out slice is the same for every run, whatever its seed
+
+
+def _subset(rows: list[dict], n: int | None, classification: bool) -> list[dict]:
+    """The first n rows, or a fixed stratified sample of n for classification (files ordered by class)."""
+    if n is None:
+        return rows
+    return sample_rows(rows, n, seed=VALIDATION_SEED, stratify=True) if classification else rows[:n]
+
+
+def train_and_validation(data_cfg) -> tuple[list[dict], list[dict]]:
+    """(train pool, validation rows): the task's own validation split (its first
+    `validation_samples`, stratified for classification), or a slice of `validation_samples` rows
+    (default: `validation_fraction` of the train split) held out of train."""
+    spec = task_spec(data_cfg)
+    train = load_split(data_cfg, "train")
+    classification = spec.kind == "classification"
+    if spec.validation:
+        return train, _subset(load_split(data_cfg, "validation"), data_cfg.validation_samples, classification)
+    n = data_cfg.validation_samples
+    if n is None:
+        n = math.floor(data_cfg.validation_fraction * len(train))
+    if n <= 0:
+        return train, []
+    if n >= len(train):
+        raise HubError(f"validation_samples {n} leaves no training rows of the {len(train)} in the train split; "
+                       f"allowed: < {len(train)}")
+    validation = sample_rows(train, n, VALIDATION_SEED, stratify=classification)
+    held = {id(r) for r in validation}
+    return [r for r in train if id(r) not in held], validation
+
+
 def load_task(data_cfg, seed: int, splits=("train", "test")) -> dict[str, list[dict]]:
-    """The sampled train split and the (optionally truncated) test split of the configured task."""
+    """The sampled train split, the validation split and the (optionally truncated) test split of
+    the configured task; the splits asked for ("train", "validation", "test")."""
     spec = task_spec(data_cfg)
     out = {}
+    if "train" in splits or "validation" in splits:
+        train, validation = train_and_validation(data_cfg)
+        if "validation" in splits and validation:
+            out["validation"] = validation
     if "train" in splits:
-        train = load_split(data_cfg, "train")
         if data_cfg.train_samples is not None:
             n = data_cfg.train_samples
             if n <= 0:
@@ -234,12 +311,9 @@ def load_task(data_cfg, seed: int, splits=("train", "test")) -> dict[str, list[d
             raise HubError(f"the train split of task '{data_cfg.task}' is empty after sampling")
         out["train"] = train
     if "test" in splits:
-        test = load_split(data_cfg, "test")
-        if data_cfg.test_samples is not None:
-            # 20 Newsgroups' test file is ordered by class, so its first N rows would be one or two
-            # classes: classification takes a stratified sample (fixed seed, the same for every run).
-            test = (sample_rows(test, data_cfg.test_samples, seed=0, stratify=True)
-                    if spec.kind == "classification" else test[: data_cfg.test_samples])
+        # 20 Newsgroups' test file is ordered by class, so its first N rows would be one or two
+        # classes: classification takes a stratified sample (fixed seed, the same for every run).
+        test = _subset(load_split(data_cfg, "test"), data_cfg.test_samples, spec.kind == "classification")
         if not test:
             raise HubError(f"the test split of task '{data_cfg.task}' is empty")
         out["test"] = test

@@ -4,7 +4,7 @@ Layout of an experiment directory:
   config.yaml        the resolved config (re-run it with --config)
   model/             the adapter (or full model) and tokenizer
   predictions.jsonl  one {"id", "reference", "prediction"} row per test example
-  results.json       {"metrics", "config", "train", "eval", "provenance"}; written last, so its
+  results.json       {"metrics", "config", "train", "validation", "eval", "provenance"}; written last, so its
                      presence marks a finished run
   checkpoints/       Trainer checkpoints while training (removed once the run finished)
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, methods, metrics, models
+from . import generate, methods, metrics, models, prompts
 from .config import RunConfig, validate
 from .errors import HubError
 from .results import (SCHEMA_VERSION, cost_usd, finished_record, inputs_provenance, provenance, set_aside_corrupt,
@@ -45,8 +45,10 @@ class Setup:
 
 
 def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") -> Setup:
-    """Check the config and read the data; every bad input fails here with one line."""
+    """Check the config and read the data; every bad input fails here with one line. A template
+    given as a file is read into the config here, so config.yaml holds the text itself."""
     validate(cfg)
+    cfg.data.prompt_template = prompts.load_template(cfg.data.prompt_template)
     methods.check_method(cfg.method.method)
     spec = data_mod.task_spec(cfg.data)
     model_config = models.load_config(cfg.model.pretrained_ckpt)
@@ -59,6 +61,15 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
         methods.peft_config(cfg.method, model_config, family)  # unknown targets fail before loading
     rows = data_mod.load_task(cfg.data, cfg.train.seed, splits)
+    if mode == "finetune":
+        from .tracking import check_tracker
+
+        check_tracker(cfg.train.report_to)
+    if mode == "finetune" and cfg.train.early_stopping_patience and cfg.train.eval_steps is None:
+        raise HubError("early_stopping_patience needs --eval_steps (how often the validation loss is evaluated)")
+    if mode == "finetune" and "validation" in splits and cfg.train.eval_steps and not rows.get("validation"):
+        raise HubError(f"eval_steps needs a validation split; task '{cfg.data.task}' has none "
+                       "(give --validation_file, or a validation_fraction > 0)")
     labels = data_mod.label_set(rows.get("train") or rows["test"]) if spec.kind == "classification" else []
     if labels and "train" in rows and "test" in rows:
         unseen = sorted({r["target"] for r in rows["test"]} - set(labels))
@@ -72,7 +83,7 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
 def _check_prompt_room(cfg: RunConfig, family: str, kind: str, min_input: int = 8) -> None:
     """max_source_length must leave room for the input beside the fine-tuning prompt's own tokens."""
     tok = models.load_tokenizer(models.resolve_path(cfg.model.pretrained_ckpt), family)
-    overhead = generate.template_overhead(tok, models.PROMPT_STYLE[family], kind)
+    overhead = generate.template_overhead(tok, models.PROMPT_STYLE[family], kind, prompts.for_run(cfg.data, tok))
     if cfg.data.max_source_length < overhead + min_input:
         raise HubError(f"max_source_length {cfg.data.max_source_length} leaves no room for the input: the prompt "
                        f"template takes {overhead} tokens; allowed: >= {overhead + min_input}")
@@ -126,14 +137,15 @@ def trained_labels(model_dir: Path) -> list[str]:
 
 
 def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> list[str]:
-    """Predictions for rows with the fine-tuning template: labels for encoders, generated (and
+    """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
     cleaned) text otherwise. Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length)
+    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length,
+                                          prompts.for_run(cfg.data, tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
@@ -161,7 +173,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    read = inputs_provenance([data_mod.split_file(s.cfg.data, split) for split in s.splits], s.path)
+    read = inputs_provenance(data_mod.data_provenance(s.cfg.data, s.splits), s.path)
     record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
               **extra, "eval": {"seconds": seconds, "examples": len(rows),
                                 "examples_per_second": len(rows) / seconds if seconds else None},
@@ -175,7 +187,7 @@ def train_experiment(cfg: RunConfig, overwrite: bool = False, resume: bool = Fal
 
     Everything is validated and the model loaded before an old run is replaced (--overwrite); a
     resumed run whose training had finished (model/ is complete) goes straight to evaluation."""
-    s = prepare(cfg)
+    s = prepare(cfg, splits=("train", "validation", "test"))
     with disk_errors(Path(cfg.output_dir)):
         return _train(s, overwrite, resume)
 
@@ -200,14 +212,16 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     tok, model = load_for_training(s)
     trainable, total = methods.trainable_parameters(model)
     label2id = {label: i for i, label in enumerate(s.labels)}
-    features = train_mod.tokenize_rows(s.splits["train"], tok, s.family, s.style, s.kind, cfg.data, label2id)
+    features, eval_features = (
+        train_mod.tokenize_rows(s.splits[split], tok, s.family, s.style, s.kind, cfg.data, label2id)
+        if split in s.splits else None for split in ("train", "validation"))
     if main_rank:
         if plan == "replace":  # the new run is ready to start: only now does the old one go
             replace_run(out)
         out.mkdir(parents=True, exist_ok=True)
         if not (out / "config.yaml").exists():  # a resumed run keeps the config it was started with
             cfg.dump(out / "config.yaml")
-    stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume)
+    stats = train_mod.fit(model, tok, features, s.family, cfg, out / "checkpoints", resume, eval_features)
     if not stats.pop("is_main_process"):
         return {}  # in multi-process runs exactly one rank saves, evaluates and writes results
     stats.update(trainable_params=trainable, total_params=total,
@@ -225,8 +239,14 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     return _finish(out, model, tok, s, stats)
 
 
+def _with_validation(train: dict | None) -> dict:
+    """results.json's "train" and "validation" entries from training's record."""
+    train = dict(train or {})
+    return {"train": train or None, "validation": train.pop("validation", None)}
+
+
 def _finish(out: Path, model, tok, s: Setup, stats: dict) -> dict:
-    record = evaluate_into(out, model, tok, s, {"train": stats})
+    record = evaluate_into(out, model, tok, s, _with_validation(stats))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return record
 
@@ -277,9 +297,10 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
         s.labels = trained_labels(exp_dir / "model")
     tok, model = load_trained(exp_dir, cfg, s.family)
     stats_file = exp_dir / "model" / TRAIN_STATS
-    train = (previous or {}).get("train") or (json.loads(stats_file.read_text()) if stats_file.is_file() else None)
+    extra = _with_validation(json.loads(stats_file.read_text()) if stats_file.is_file() else (previous or {}).get("train"))
+    extra["validation"] = extra["validation"] or (previous or {}).get("validation")
     with disk_errors(target):
         if target != exp_dir or diff:
             cfg.output_dir = str(target)
             cfg.dump(target / "config.yaml")  # the folder's config describes the results beside it
-        return evaluate_into(target, model, tok, s, {"train": train})
+        return evaluate_into(target, model, tok, s, extra)

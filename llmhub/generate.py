@@ -20,15 +20,18 @@ def fit_input(tokenizer, text: str, budget: int) -> str:
     return tokenizer.decode(ids[: max(budget, 1)], skip_special_tokens=True)
 
 
-def template_overhead(tokenizer, style: str, kind: str) -> int:
+def template_overhead(tokenizer, style: str, kind: str, fmt: prompts.PromptFormat | None = None) -> int:
     """Tokens the fine-tuning template adds around the input (plus BOS/EOS)."""
-    return len(tokenizer(prompts.render(style, kind, ""))["input_ids"]) + 2
+    fmt = fmt or prompts.PromptFormat()
+    return len(tokenizer(fmt.render(style, kind, "", tokenizer=tokenizer))["input_ids"]) + 2
 
 
-def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source_length: int) -> list[str]:
+def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source_length: int,
+                  fmt: prompts.PromptFormat | None = None) -> list[str]:
     """Fine-tuning prompts for raw inputs, with each input shortened to fit max_source_length."""
-    budget = max_source_length - template_overhead(tokenizer, style, kind)
-    return [prompts.render(style, kind, fit_input(tokenizer, t, budget)) for t in texts]
+    fmt = fmt or prompts.PromptFormat()
+    budget = max_source_length - template_overhead(tokenizer, style, kind, fmt)
+    return [fmt.render(style, kind, fit_input(tokenizer, t, budget), tokenizer=tokenizer) for t in texts]
 
 
 def padding_side(family: str) -> str:

@@ -12,7 +12,8 @@ A grid file (YAML):
       lora_dropout: [0.1, 0.2]
     runs:                       # optional explicit runs, added after the grid product
       - {name: full, method: full, learning_rate: 2.0e-5}
-    study: {kind: ablation, varied: [lora_r, lora_dropout]}   # what the runs compare (see STUDY_KINDS)
+    study: {kind: ablation, varied: [lora_r, lora_dropout], reference: r8_d0.1_e5}   # what the runs compare
+                                # (STUDY_KINDS); reference: the run p-values are taken against
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
 table a run belongs to (llmhub/records.py).
@@ -84,9 +85,12 @@ def load_grid(path: str | Path) -> dict:
 
 
 def check_study(study, where: str) -> dict:
-    """A study declaration: {kind: one of STUDY_KINDS, varied: [config keys or run keys]}."""
-    if not isinstance(study, dict) or set(study) - {"kind", "varied"}:
-        raise HubError(f"{where}: expected {{kind: ..., varied: [keys]}}, got {study!r}")
+    """A study declaration: {kind: one of STUDY_KINDS, varied: [config keys or run keys],
+    reference: the run name others are tested against (optional; default the report's first row)}."""
+    if not isinstance(study, dict) or set(study) - {"kind", "varied", "reference"}:
+        raise HubError(f"{where}: expected {{kind: ..., varied: [keys], reference: run name}}, got {study!r}")
+    if "reference" in study and not isinstance(study["reference"], str):
+        raise HubError(f"{where}: 'reference' must be a run name, got {study['reference']!r}")
     if study.get("kind") not in STUDY_KINDS:
         raise HubError(f"{where}: unknown kind {study.get('kind')!r}; allowed: {', '.join(STUDY_KINDS)}")
     varied = study.get("varied") or []

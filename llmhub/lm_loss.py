@@ -78,4 +78,15 @@ def trainer_class():
                 loss = loss * self.accelerator.num_processes
             return loss
 
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            """Validation loss at label positions too: the Trainer's own step asks compute_loss
+            for the outputs (full-vocabulary logits at every position), which a loss-only
+            evaluation never reads."""
+            if not prediction_loss_only or label_position_parts(model) is None or "labels" not in inputs:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+
     return LabelPositionTrainer

@@ -13,6 +13,9 @@ plain otherwise, so fine-tuning keeps the plain template unless asked. A user te
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from .errors import HubError
 
 STYLES = ("t5", "causal", "plain")
@@ -46,6 +49,37 @@ def check_template(template: str) -> str:
         raise HubError(f"prompt_template must contain {{input}} exactly once and no other {{field}}, "
                        f"got fields {fields}")
     return template
+
+
+def load_template(value: str | None) -> str | None:
+    """A `prompt_template` setting as template text: the text itself (it holds "{input}"), or the
+    path of a file holding it; the text is what config.yaml keeps, so a run never depends on the file."""
+    if not value:
+        return None
+    if "{input}" not in value:
+        if not Path(value).is_file():
+            raise HubError(f"prompt_template must contain {{input}} or name a file holding such a template; "
+                           f"got {value!r}, which is neither")
+        value = Path(value).read_text(encoding="utf-8")
+    return check_template(value)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How one run renders prompts: its template (None: the style's) and whether through the
+    tokenizer's chat template. Built by `for_run` from the run's config; training, evaluation,
+    baselines and the server all render through it."""
+    template: str | None = None
+    chat: bool = False
+
+    def render(self, style: str, kind: str, text: str, mode: str = "finetune", labels: list[str] | None = None,
+               examples: list[dict] | None = None, tokenizer=None) -> str:
+        return render(style, kind, text, mode, labels, examples, self.template, tokenizer if self.chat else None)
+
+
+def for_run(data_cfg, tokenizer, mode: str = "finetune") -> PromptFormat:
+    """The PromptFormat of a run's `prompt_format` and `prompt_template` for this tokenizer and mode."""
+    return PromptFormat(load_template(data_cfg.prompt_template), use_chat(data_cfg.prompt_format, tokenizer, mode))
 
 
 def use_chat(prompt_format: str, tokenizer, mode: str) -> bool:

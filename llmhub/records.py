@@ -1,6 +1,7 @@
 """Reading a results folder: every results.json becomes a Record; corrupt ones are skipped.
 
-A run belongs to the study its sweep declared: the grid's `study: {kind, varied}`, which the sweep
+Re-evaluations (`llmhub evaluate` writes EXP/eval/<name>/results.json) are not runs of their own and
+are left out. A run belongs to the study its sweep declared: the grid's `study: {kind, varied}`, which the sweep
 writes to sweep.json beside the run folders. A run outside any declared study (a single `train`,
 the demo) stands alone: it varies nothing and is no ablation. Nothing is guessed from folder names.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from .errors import HubError
 from .grid import check_study
 
-METHOD_LABEL = {"lora": "LoRA", "qlora": "QLoRA", "prefix": "prefix", "prompt": "prompt tuning",
+METHOD_LABEL = {"lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "prefix": "prefix", "prompt": "prompt tuning",
                 "ia3": "IA3", "full": "full FT"}
 
 
@@ -23,7 +24,7 @@ class Record:
     """One results.json, with the fields the tables need pulled out of its config."""
     path: Path
     data: dict
-    study: dict = field(default_factory=dict)  # the sweep's declaration: {kind, varied}
+    study: dict = field(default_factory=dict)  # the sweep's declaration: {kind, varied[, reference]}
 
     def __post_init__(self):
         self.flat = _flatten(self.data["config"])  # config leaf -> value
@@ -93,6 +94,8 @@ def load_records(root: str | Path, warn=None) -> list[Record]:
         raise HubError(f"results folder not found: {root}")
     records = []
     for path in sorted(root.rglob("results.json")):
+        if path.parent.parent.name == "eval" and (path.parent.parent.parent / "config.yaml").is_file():
+            continue  # EXP/eval/<name>/: a re-evaluation of a run (`llmhub evaluate`), not another run
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             problem = _check(data)

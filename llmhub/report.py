@@ -2,8 +2,9 @@
 
 `python -m llmhub report results --readme flan-t5/README.md` reads every results.json under
 `results/` (a corrupt one is reported on stderr and skipped), prints the tables, writes plots under
-`assets/`, and rewrites the text between `<!-- BEGIN results:NAME -->` and
-`<!-- END results:NAME -->` in each README (everything outside the markers stays byte-identical).
+`assets/` (loss curves of every study among them), and rewrites the text between
+`<!-- BEGIN results:NAME -->` and `<!-- END results:NAME -->` in each README (everything outside
+the markers stays byte-identical).
 
 Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, sweeps.
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
@@ -21,6 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from . import compare
 from .errors import HubError
 from .records import METHOD_LABEL, Record, load_records
 
@@ -116,8 +118,9 @@ def _ablation(records: list[Record], methods: tuple, keys: tuple) -> str:
         cols = [k for k in keys if any(k in r.varied for r in rs) or k in ("epochs",)] + extra
         metrics = CLS_METRICS[:1] if kind == "classification" else GEN_METRICS[:3]
         rs = sorted(rs, key=lambda r: [_order(r.flat.get(k)) for k in cols])
-        rows = [[setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m, _ in metrics] + [r.examples] for r in rs]
-        out.append(f"**{model}, {task}**\n\n" + markdown(cols + [h for _, h in metrics] + ["Train examples"], rows))
+        rows = [[setting(r.flat.get(k)) for k in cols] + [compare.cell(r, m) for m, _ in metrics] + [r.examples] for r in rs]
+        headers, rows = _compared(rs, cols + [h for _, h in metrics] + ["Train examples"], rows, metrics[0])
+        out.append(f"**{model}, {task}**\n\n" + markdown(headers, rows) + _note(rs))
     return "\n\n".join(out)
 
 
@@ -159,9 +162,9 @@ def baselines(records: list[Record]) -> str:
         metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
         rows = [[r.model, r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"),
                  r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
-                + [r.metrics.get(m) for m, _ in metrics] for r in group]
+                + [compare.cell(r, m) for m, _ in metrics] for r in group]
         out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]
-                                                + [h for _, h in metrics], rows))
+                                                + [h for _, h in metrics], rows) + _note(group, selects=False))
     return "\n\n".join(out)
 
 
@@ -180,21 +183,54 @@ def cost(records: list[Record]) -> str:
               "the AWS g5.2xlarge on-demand price); the hardware column says where the time was measured.")
 
 
+def _studied(r: Record) -> list[str]:
+    """The keys a run's study varied that the table can show: config leaves, and `mode` (zero-shot,
+    few-shot, finetune) for studies that compare baselines with fine-tuning."""
+    return sorted(r.varied | ({"mode"} & {k.split(".")[-1] for k in r.study.get("varied") or []}))
+
+
+def _value(r: Record, key: str):
+    return r.mode if key == "mode" else r.flat.get(key)
+
+
 def sweeps(records: list[Record]) -> str:
     """Any study with varied keys (any grid a user writes): varied keys + main metrics."""
     groups = defaultdict(list)
     for r in records:
-        if r.varied:
+        if _studied(r):
             groups[r.path.parent.parent].append(r)
     out = []
     for folder, rs in sorted(groups.items()):
-        cols = sorted(rs[0].varied)
+        cols = _studied(rs[0])
         metrics = ("accuracy", "f1_macro") if all(r.kind == "classification" for r in rs) else ("rouge1", "rouge2", "rougeL")
-        rs = sorted(rs, key=lambda r: ([_order(r.flat.get(k)) for k in cols], r.path.parent.name))
-        rows = [[r.path.parent.name] + [setting(r.flat.get(k)) for k in cols] + [r.metrics.get(m) for m in metrics]
+        rs = sorted(rs, key=lambda r: ([(0, MODE_ORDER.get(r.mode, 3), "") if k == "mode" else _order(r.flat.get(k))
+                                        for k in cols], r.path.parent.name))
+        rows = [[r.path.parent.name] + [setting(_value(r, k)) for k in cols] + [compare.cell(r, m) for m in metrics]
                 for r in rs]
-        out.append(f"**{folder.name}**\n\n" + markdown(["Run"] + cols + list(metrics), rows))
+        headers, rows = _compared(rs, ["Run"] + cols + list(metrics), rows, (metrics[0], metrics[0]))
+        out.append(f"**{folder.name}**\n\n" + markdown(headers, rows) + _note(rs))
     return "\n\n".join(out)
+
+
+def _compared(rs: list[Record], headers: list[str], rows: list[list], metric: tuple) -> tuple[list[str], list[list]]:
+    """Add what a comparison needs where the runs have it: validation loss with the best run marked
+    (selection by validation, never by test) and the paired p-value against the study's reference."""
+    if any(compare.validation_loss(r) is not None for r in rs):
+        best = compare.best_by_validation(rs)
+        headers = headers + ["Validation loss"]
+        rows = [row + [fmt(compare.validation_loss(r), 4) + (" (best)" if r is best else "")] for r, row in zip(rs, rows)]
+    if any(compare.scores(r) for r in rs) and len(rs) > 1:
+        ref = compare.reference(rs)
+        headers = headers + [f"p vs {ref.path.parent.name} ({metric[1]})"]
+        rows = [row + [compare.p_value(r, ref, metric[0])] for r, row in zip(rs, rows)]
+    return headers, rows
+
+
+def _note(rs: list[Record], selects: bool = True) -> str:
+    """The caption under a compared table, only where it has intervals or validation to explain."""
+    if not any(compare.scores(r) or compare.validation_loss(r) is not None for r in rs):
+        return ""
+    return "\n\n" + compare.note(rs, selects)
 
 
 BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,
@@ -357,7 +393,9 @@ def main(args) -> None:
         print(f"## {name}\n\n{table or '(no results for this table)'}\n")
     plots = {"sample-efficiency": plot_sample_efficiency(records, assets / "accuracy_vs_samples.png", args.reference),
              "baselines": plot_rouge(records, assets / "rouge_by_method.png")}
-    for path in filter(None, plots.values()):
+    from .curves import plot_loss_curves
+
+    for path in [*filter(None, plots.values()), *plot_loss_curves(records, assets)]:
         print(f"plot: {_shown(path)}")
     for readme in map(Path, args.readme):
         if not readme.is_file():

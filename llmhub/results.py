@@ -125,9 +125,10 @@ def model_provenance(model_path: str) -> dict:
     return {"hub_id": model_path, "revision": ref.read_text().strip() if ref.is_file() else None}
 
 
-def inputs_provenance(data_files: list[str | Path], model_path: str) -> dict:
-    """What a run read, checkable later: each data file's sha256 and the model's weights or revision."""
-    return {"data_files": {str(p): sha256_file(p) for p in data_files}, "model": model_provenance(model_path)}
+def inputs_provenance(data: dict, model_path: str) -> dict:
+    """What a run read, checkable later: the data (data.data_provenance: each file's sha256, or a
+    dataset's fingerprints) and the model's weights or revision."""
+    return {**data, "model": model_provenance(model_path)}
 
 
 def cost_usd(seconds: float, dollars_per_hour: float) -> float:

@@ -22,7 +22,7 @@ from .results import finished_record, set_aside_corrupt
 MARKERS = ("config.yaml", "results.json", "checkpoints", "error.json")
 # Everything an experiment (training, evaluation, a baseline, a sweep) writes into its folder.
 ENTRIES = {*MARKERS, "results.json.corrupt", "predictions.jsonl", "model", "model.tmp", "eval",
-           "prompt_example.txt"}
+           "prompt_example.txt", "logs"}
 # Keys that may change between a run's start and its resume: where things are, not what is computed.
 LOCATION_KEYS = ("output_dir", "data_dir")
 

@@ -2,7 +2,7 @@
 
 A `Predictor` holds a loaded model and the exact prompt rules of the experiment it came from, so a
 served answer equals the one `llmhub evaluate` writes to predictions.jsonl for the same input:
-- `render(texts)` applies the fine-tuning template and shortens each input to fit
+- `render(texts)` applies the experiment's prompt format (template, chat or plain) and shortens each input to fit
   `max_source_length`, as `experiment.predict` does in mode "finetune";
 - `complete(prompts, max_new_tokens)` runs batched greedy decoding (or the encoder's arg-max) on
   already-rendered prompts, grouping prompts that ask for different `max_new_tokens`;
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, models
+from . import generate, models, prompts
 from .config import RunConfig
 from .errors import HubError
 from .experiment import load_trained, trained_labels
@@ -43,6 +43,7 @@ class Predictor:
     max_new_tokens: int  # default generation budget per request
     batch_size: int  # most prompts per forward pass
     name: str = ""
+    prompt: prompts.PromptFormat = prompts.PromptFormat()  # the run's template and chat setting
 
     # ----- loading -----------------------------------------------------------------------------
     @classmethod
@@ -94,7 +95,8 @@ class Predictor:
         model.eval()
         return cls(model, tok, family, models.PROMPT_STYLE[family], spec.kind, labels,
                    cfg.data.max_source_length, cfg.eval.max_new_tokens or spec.max_new_tokens,
-                   cfg.eval.eval_batch_size, name)
+                   cfg.eval.eval_batch_size, name,
+                   prompts.for_run(cfg.data, tok) if family != "encoder" else prompts.PromptFormat())
 
     # ----- prediction --------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -106,7 +108,7 @@ class Predictor:
         if self.family == "encoder":
             return list(texts)
         return generate.build_prompts(tokenizer or self.tokenizer, self.style, self.kind, list(texts),
-                                      self.max_source_length)
+                                      self.max_source_length, self.prompt)
 
     def complete(self, prompts: list[str], max_new_tokens: int | list[int] | None = None) -> list[str]:
         """Greedy completions (or encoder labels) of rendered prompts, in input order. Prompts

@@ -21,13 +21,14 @@ from .errors import HubError
 from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
 
 
-def _primary(metrics: dict | None) -> str:
-    if not metrics:
-        return ""
-    for key in ("accuracy", "rouge1"):
-        if isinstance(metrics.get(key), (int, float)):
-            return f"{key} {metrics[key]:.2f}"
-    return ""
+def _primary(record: dict | None) -> str:
+    """The run's headline: validation loss (what selects) first where it has one, then its test metric."""
+    metrics = (record or {}).get("metrics") or {}
+    loss = ((record or {}).get("validation") or {}).get("loss")
+    shown = [f"validation loss {loss:.4f}"] if isinstance(loss, (int, float)) else []
+    shown += [f"test {key} {metrics[key]:.2f}" for key in ("accuracy", "rouge1")
+              if isinstance(metrics.get(key), (int, float))][:1]
+    return ", ".join(shown)
 
 
 def _baseline(cfg: RunConfig, args: dict) -> dict:
@@ -51,7 +52,7 @@ def run_one(run: Run) -> dict:
             record = _baseline(cfg, run.args)
         err_path.unlink(missing_ok=True)
         return {"name": run.name, "status": "done", "seconds": time.perf_counter() - start,
-                "metric": _primary((record or {}).get("metrics"))}
+                "metric": _primary(record)}
     except Exception as e:  # noqa: BLE001 - one bad run must not stop the sweep
         message = f"{type(e).__name__}: {e}".splitlines()[0]
         record_error(run, message, traceback.format_exc())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import prompts
 from .errors import HubError
 from .generate import build_prompts
 from .results import peak_memory_mb
@@ -26,7 +27,8 @@ def tokenize_rows(rows: list[dict], tokenizer, family: str, style: str, kind: st
         enc = tokenizer(texts, truncation=True, max_length=data_cfg.max_source_length)
         return [{"input_ids": ids, "attention_mask": am, "labels": label2id[r["target"]]}
                 for ids, am, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
-    prompt_texts = build_prompts(tokenizer, style, kind, texts, data_cfg.max_source_length)
+    prompt_texts = build_prompts(tokenizer, style, kind, texts, data_cfg.max_source_length,
+                                 prompts.for_run(data_cfg, tokenizer))
     enc = tokenizer(prompt_texts, truncation=True, max_length=data_cfg.max_source_length)
     targets = tokenizer([r["target"] for r in rows], add_special_tokens=family == "seq2seq",
                         truncation=True, max_length=data_cfg.max_target_length)["input_ids"]
@@ -140,20 +142,37 @@ def _checkpoint_state(checkpoint: str | None) -> dict:
     return json.loads((Path(checkpoint) / "trainer_state.json").read_text()) if checkpoint else {}
 
 
-def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path):
+def selection_args(train_cfg, has_validation: bool) -> dict:
+    """TrainingArguments for validation during training: with --eval_steps, the validation loss is
+    evaluated every N steps, a checkpoint saved at each evaluation, and the best one (lowest
+    eval_loss) loaded at the end, so it is the model that gets saved and tested."""
+    if not has_validation or train_cfg.eval_steps is None:
+        return {"eval_strategy": "no"}
+    return {"eval_strategy": "steps", "eval_steps": train_cfg.eval_steps, "save_steps": train_cfg.eval_steps,
+            "load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+            "per_device_eval_batch_size": train_cfg.batch_size}
+
+
+def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
+                 eval_features: list[dict] | None = None):
     """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs with native bf16)
     the forward and backward run under bf16 autocast while trainable weights, gradients and the
     optimizer state stay fp32 (methods.wrap); the loss is taken in fp32 at label positions only."""
     from datasets import Dataset
-    from transformers import TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
 
     from .lm_loss import trainer_class
     from .models import resolve_dtype
+    from .tracking import tracking
 
     t = cfg.train
     quantized = getattr(model, "is_loaded_in_4bit", False) or cfg.method.method == "qlora"
     optim = "paged_adamw_32bit" if quantized and torch.cuda.is_available() else "adamw_torch"
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else quantized
+    report_to, trackers = tracking(t.report_to, Path(checkpoint_dir).parent)
+    saving = {"save_strategy": "steps", "save_steps": t.save_steps, "save_total_limit": 2,
+              "label_names": ["labels"], "prediction_loss_only": True,
+              **selection_args(t, bool(eval_features))}
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -162,8 +181,8 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=optim,
         seed=t.seed, data_seed=t.seed,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0,
+        logging_steps=t.logging_steps, **saving,
+        report_to=report_to, remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         bf16=resolve_dtype(cfg.model.torch_dtype) == torch.bfloat16,
         # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
@@ -171,16 +190,31 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
     )
     if checkpointing:  # also for callers that take single steps without Trainer.train()
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    patience = [EarlyStoppingCallback(t.early_stopping_patience)] if t.early_stopping_patience and eval_features else []
     return trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(features),
+                           eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
                            data_collator=collator(tokenizer, family, model), processing_class=tokenizer,
-                           optimizers=(build_optimizer(model, t), None))
+                           optimizers=(build_optimizer(model, t), None), callbacks=patience + trackers)
+
+
+def validation_record(trainer, n_examples: int) -> dict | None:
+    """Validation loss of the model as it will be saved (the best checkpoint when --eval_steps
+    selected one), the eval-loss history and the step that was kept."""
+    if trainer.eval_dataset is None:
+        return None
+    history = [{"step": e["step"], "eval_loss": e["eval_loss"]} for e in trainer.state.log_history if "eval_loss" in e]
+    final = trainer.evaluate()
+    best = trainer.state.best_model_checkpoint
+    return {"loss": final["eval_loss"], "examples": n_examples, "history": history,
+            "best_step": int(best.rsplit("-", 1)[1]) if best else None,
+            "selected_by": "eval_loss" if best else None}
 
 
 def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
-        resume: bool) -> dict:
-    """Train; return wall seconds, steps, real tokens per second and peak memory."""
+        resume: bool, eval_features: list[dict] | None = None) -> dict:
+    """Train; return wall seconds, steps, real tokens per second, peak memory and validation loss."""
     t = cfg.train
-    trainer = make_trainer(model, tokenizer, features, family, cfg, checkpoint_dir)
+    trainer = make_trainer(model, tokenizer, features, family, cfg, checkpoint_dir, eval_features)
     last = last_complete_checkpoint(checkpoint_dir, say=sys.stderr) if resume else None
     state = _checkpoint_state(last)
     before = state.get("stateful_callbacks", {}).get("ElapsedTime", {}).get("attributes", {}).get("seconds", 0.0)
@@ -191,18 +225,20 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
         # step past max_steps.
         from transformers import TrainerState
 
-        trainer._load_from_checkpoint(last)
         trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+        trainer._load_from_checkpoint(best if best and Path(best).is_dir() else last)
         steps, train_loss = trainer.state.global_step, None
     else:
         output = trainer.train(resume_from_checkpoint=last)
         steps, train_loss = output.global_step, output.training_loss
     seconds = elapsed.seconds()
+    validation = validation_record(trainer, len(eval_features or []))
     examples_seen = steps * t.batch_size * t.grad_accum * trainer.args.world_size
     tokens = real_tokens(features) * examples_seen / len(features)
     return {"seconds": seconds, "steps": steps, "train_loss": train_loss,
             "examples": len(features), "real_tokens": int(tokens),
             "tokens_per_second": tokens / seconds if seconds else None,
             "peak_memory_mb": peak_memory_mb(), "resumed_from": last,
-            "loss_log": [e for e in trainer.state.log_history if "loss" in e],
+            "loss_log": [e for e in trainer.state.log_history if "loss" in e], "validation": validation,
             "is_main_process": trainer.args.process_index == 0}

@@ -8,7 +8,8 @@
      fp32_full_logits  the fp32 step as it was (model(**batch).loss: logits at every position)
      fp32              the engine's step in fp32 (Trainer.training_step, loss at label positions)
      bf16              the engine's step with --torch_dtype bfloat16 (bf16 base, fp32 adapters and
-                       optimizer state, bf16 autocast, loss at label positions in fp32)
+                       optimizer state, bf16 autocast without peft's fp32 input casts, loss at
+                       label positions in fp32)
    Achieved FLOP/s counts the FLOPs the step needs, per real (non-pad) token:
      frozen projections   4 * N_lin   (forward 2 N_lin + activation gradient 2 N_lin; no weight grad)
      adapters             6 * N_lora  (forward, activation gradient and weight gradient, 2 each)
@@ -21,6 +22,7 @@ Last line: mfu_bf16=<fraction> speedup=<bf16 tokens/s / fp32_full_logits tokens/
 ARM may also be bf16_weights_full_logits, the bf16 step as it was before autocast.
 """
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -33,7 +35,7 @@ from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
 from llmhub.recipes import defaults
 from llmhub.results import write_json
-from llmhub.train import collator, make_trainer, tokenize_rows
+from llmhub.train import adapter_input_casting, collator, make_trainer, tokenize_rows
 
 ARMS = {"fp32_full_logits": "float32", "fp32": "float32", "bf16": "bfloat16"}
 # Profiled only: the bf16 step as it was (bf16 weights, logits at every position, no autocast).
@@ -93,6 +95,12 @@ def run_arm(arm: str, path: str, tok, cfg, features, batches, steps: int, profil
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
 
+    casting = adapter_input_casting(trainer) if not arm.endswith("full_logits") else contextlib.nullcontext()
+    with casting:  # as train.fit runs the Trainer
+        return _timed(model, step, batches, steps, profile)
+
+
+def _timed(model, step, batches, steps: int, profile: bool) -> dict:
     step(batches[0])
     if profile:
         from torch.profiler import ProfilerActivity, profile as prof
@@ -116,7 +124,7 @@ def run_arm(arm: str, path: str, tok, cfg, features, batches, steps: int, profil
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data")
-    ap.add_argument("--steps", type=int, default=4, help="timed steps per arm (after one warm-up step)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per arm (after one warm-up step)")
     ap.add_argument("--profile", choices=list(PROFILE_ARMS), help="print the profile of one step of this arm and stop")
     ap.add_argument("--output", default="results/benchmarks/mfu.json")
     args = ap.parse_args()

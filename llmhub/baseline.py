@@ -26,6 +26,7 @@ from . import data as data_mod
 from . import models, prompts
 from .config import RunConfig
 from .errors import HubError
+from .generate import count_tokens, fit_input
 from .results import SCHEMA_VERSION, inputs_provenance, provenance, write_json, write_jsonl
 
 MODES = tuple(m for m in prompts.MODES if m != "finetune")  # ("zero-shot", "few-shot")
@@ -45,24 +46,13 @@ def context_length(model_config, tokenizer, fallback: int) -> int:
     return fallback
 
 
-def _count(tok, text: str) -> int:
-    """Prompt length as generation will see it (special tokens included)."""
-    return len(tok(text)["input_ids"])
-
-
-def _shorten(tok, text: str, n_tokens: int) -> str:
-    """The first n_tokens tokens of text (no special tokens), decoded back to a string."""
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    return text if len(ids) <= n_tokens else tok.decode(ids[:max(n_tokens, 0)], skip_special_tokens=True)
-
-
 def fit_examples(tok, style: str, kind: str, labels: list[str], examples: list[dict], budget: int,
                  reserve: int, model_name: str, fmt: prompts.PromptFormat = prompts.PromptFormat()) -> list[dict]:
     """Shorten each example's input so instructions + examples leave `reserve` tokens of `budget`."""
     def prefix(exs):  # everything before the test input
         return fmt.render(style, kind, "", "few-shot", labels, exs, tok)
 
-    fixed = _count(tok, prefix([{**ex, "input": ""} for ex in examples]))
+    fixed = count_tokens(tok, prefix([{**ex, "input": ""} for ex in examples]))
     share = (budget - reserve - fixed) // len(examples)
     for _ in range(8):  # re-tokenising decoded text can merge differently; shrink until it fits
         if share < MIN_EXAMPLE_TOKENS:
@@ -70,8 +60,8 @@ def fit_examples(tok, style: str, kind: str, labels: list[str], examples: list[d
             raise HubError(f"few-shot prompt cannot fit model '{model_name}': {len(examples)} examples need "
                            f"at least {need} tokens, the budget is {budget} (context minus max_new_tokens); "
                            "use --prompt zero-shot, a longer-context model, or lower --max_new_tokens")
-        fitted = [{**ex, "input": _shorten(tok, ex["input"], share)} for ex in examples]
-        excess = _count(tok, prefix(fitted)) - (budget - reserve)
+        fitted = [{**ex, "input": fit_input(tok, ex["input"], share)} for ex in examples]
+        excess = count_tokens(tok, prefix(fitted)) - (budget - reserve)
         if excess <= 0:
             return fitted
         share -= max(1, -(-excess // len(examples)))
@@ -82,18 +72,18 @@ def build_prompts(tok, style: str, kind: str, labels: list[str], texts: list[str
                   examples: list[dict] | None, budget: int,
                   fmt: prompts.PromptFormat = prompts.PromptFormat()) -> tuple[list[str], list[int], list[bool]]:
     """Prompts for test inputs; those over `budget` get their input shortened and are flagged."""
-    empty = _count(tok, fmt.render(style, kind, "", mode, labels, examples, tok))
+    empty = count_tokens(tok, fmt.render(style, kind, "", mode, labels, examples, tok))
     if empty >= budget:
         raise HubError(f"the {mode} instructions alone take {empty} tokens, the prompt budget is {budget}")
     out, lengths, over = [], [], []
     for text in texts:
         prompt = fmt.render(style, kind, text, mode, labels, examples, tok)
-        n = _count(tok, prompt)
+        n = count_tokens(tok, prompt)
         over.append(n > budget)
         room = budget - empty
         while n > budget and room > 0:
-            prompt = fmt.render(style, kind, _shorten(tok, text, room), mode, labels, examples, tok)
-            n, room = _count(tok, prompt), room - max(1, n - budget)
+            prompt = fmt.render(style, kind, fit_input(tok, text, room), mode, labels, examples, tok)
+            n, room = count_tokens(tok, prompt), room - max(1, n - budget)
         out.append(prompt)
         lengths.append(n)
     return out, lengths, over
@@ -161,11 +151,11 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
                     "over_context": sum(over), "over_context_ids": [r["id"] for r, o in zip(rows, over) if o],
                     "max_prompt_tokens": max(lengths), "mean_prompt_tokens": sum(lengths) / len(lengths),
                     "examples": [{"id": ex["id"], "target": ex["target"], "input_tokens":
-                                  len(tok(ex["input"], add_special_tokens=False)["input_ids"])}
+                                  count_tokens(tok, ex["input"], special_tokens=False)}
                                  for ex in examples or []]},
         "eval": {"seconds": seconds, "examples": len(rows),
                  "examples_per_second": len(rows) / seconds if seconds else None},
-        "provenance": {**provenance(cfg.train.seed), **read},
+        "provenance": {**provenance(cfg.train.seed, cfg.model.torch_dtype), **read},
     }
     write_json(out / "results.json", record)
     return record

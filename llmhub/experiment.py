@@ -177,7 +177,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
     record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
               **extra, "eval": {"seconds": seconds, "examples": len(rows),
                                 "examples_per_second": len(rows) / seconds if seconds else None},
-              "provenance": {**provenance(s.cfg.train.seed), **read}}
+              "provenance": {**provenance(s.cfg.train.seed, s.cfg.model.torch_dtype), **read}}
     write_json(exp_dir / "results.json", record)
     return record
 

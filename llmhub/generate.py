@@ -12,8 +12,13 @@ from tqdm.auto import tqdm
 from . import prompts
 
 
+def count_tokens(tokenizer, text: str, special_tokens: bool = True) -> int:
+    """Tokens of `text` as the model reads it (with BOS/EOS when `special_tokens`)."""
+    return len(tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+
 def fit_input(tokenizer, text: str, budget: int) -> str:
-    """Shorten `text` to at most `budget` tokens, so a template around it is never cut."""
+    """Shorten `text` to at most `budget` tokens (at least one), so a template around it is never cut."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= budget:
         return text
@@ -23,7 +28,7 @@ def fit_input(tokenizer, text: str, budget: int) -> str:
 def template_overhead(tokenizer, style: str, kind: str, fmt: prompts.PromptFormat | None = None) -> int:
     """Tokens the fine-tuning template adds around the input (plus BOS/EOS)."""
     fmt = fmt or prompts.PromptFormat()
-    return len(tokenizer(fmt.render(style, kind, "", tokenizer=tokenizer))["input_ids"]) + 2
+    return count_tokens(tokenizer, fmt.render(style, kind, "", tokenizer=tokenizer)) + 2
 
 
 def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source_length: int,

@@ -36,7 +36,12 @@ class Record:
         self.train = self.data.get("train") or {}
         self.examples = self.train.get("examples")
         method = METHOD_LABEL.get(self.flat.get("method"), self.flat.get("method"))
+        # Runs computed in bf16 are told apart from fp32 ones (results before schema 2 name no dtype: fp32).
+        bf16 = (self.data.get("provenance") or {}).get("compute_dtype") == "bfloat16"
+        self.precision = "bf16" if bf16 else "fp32"
         self.label = f"{self.model} + {method}" if self.mode == "finetune" else f"{self.model} {self.mode}"
+        if bf16:
+            self.label += " (bf16)"
 
     @property
     def varied(self) -> set:

@@ -138,7 +138,7 @@ def prefix_ablation(records: list[Record]) -> str:
 
 
 def _latest_finetunes(records: list[Record]) -> list[Record]:
-    """Per (model, method, task): the non-ablation fine-tune with the most training examples; ties go
+    """Per (model, method, task, precision): the non-ablation fine-tune with the most training examples; ties go
     to the larger test set, then to the later path, so the table never depends on file times."""
     def rank(r: Record) -> tuple:
         return r.examples or 0, (r.data.get("eval") or {}).get("examples") or 0, str(r.path)
@@ -147,7 +147,7 @@ def _latest_finetunes(records: list[Record]) -> list[Record]:
     for r in records:
         if r.mode != "finetune" or r.ablation:
             continue
-        key = (r.model, r.flat.get("method"), r.task)
+        key = (r.model, r.flat.get("method"), r.task, r.precision)
         if key not in best or rank(r) > rank(best[key]):
             best[key] = r
     return list(best.values())
@@ -160,7 +160,8 @@ def baselines(records: list[Record]) -> str:
     for task in sorted({r.task for r in rs}):
         group = sorted((r for r in rs if r.task == task), key=lambda r: (r.model, MODE_ORDER.get(r.mode, 3), r.label))
         metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
-        rows = [[r.model, r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"),
+        rows = [[r.model, (r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"))
+                 + (" (bf16)" if r.precision == "bf16" else ""),
                  r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
                 + [compare.cell(r, m) for m, _ in metrics] for r in group]
         out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]

@@ -76,7 +76,10 @@ def hardware() -> dict:
     return info
 
 
-def provenance(seed: int) -> dict:
+def provenance(seed: int, torch_dtype: str = "auto") -> dict:
+    """Where a result came from; `compute_dtype` is what `torch_dtype` resolved to on this machine."""
+    from .models import resolve_dtype
+
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -88,7 +91,8 @@ def provenance(seed: int) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results",
                   ":(top,exclude)assets", ":(top,exclude,glob)**/*.md")
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "packages": versions, "python": platform.python_version(), "hardware": hardware(), "seed": seed}
+            "packages": versions, "python": platform.python_version(), "hardware": hardware(), "seed": seed,
+            "compute_dtype": str(resolve_dtype(torch_dtype)).removeprefix("torch.")}
 
 
 # 2: provenance names the data files and model weights it read, by sha256 (1: git, packages, hardware).
@@ -112,13 +116,23 @@ def sha256_file(path: str | Path) -> str:
     return _SHA_CACHE[key]
 
 
+def shareable_path(path: Path) -> str:
+    """A path fit for committed results: from site-packages/ for a model installed as a package,
+    relative to the working directory inside it, else with the user's home as ~."""
+    p = path.resolve()
+    if "site-packages" in p.parts:
+        return str(Path(*p.parts[p.parts.index("site-packages"):]))
+    if p.is_relative_to(Path.cwd()):
+        return str(p.relative_to(Path.cwd()))
+    return str(p).replace(str(Path.home()), "~", 1)
+
+
 def model_provenance(model_path: str) -> dict:
     """The resolved model: a local folder's weight files by sha256, or a hub id and its cached revision."""
     path = Path(model_path)
     if path.is_dir():
         weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-        shown = str(path.resolve()).replace(str(Path.home()), "~", 1)  # no user's home in shared results
-        return {"path": shown, "weights_sha256": {p.name: sha256_file(p) for p in weights}}
+        return {"path": shareable_path(path), "weights_sha256": {p.name: sha256_file(p) for p in weights}}
     from huggingface_hub import constants
 
     ref = Path(constants.HF_HUB_CACHE) / f"models--{model_path.replace('/', '--')}" / "refs" / "main"

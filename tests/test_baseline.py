@@ -145,3 +145,14 @@ def test_few_shot_that_cannot_fit_fails_in_one_line(tiny_models, data_dir, tmp_p
                       "--output_dir", str(tmp_path / "x"))
     assert "few-shot prompt cannot fit" in one_line_error(proc)
     assert not (tmp_path / "x").exists()
+
+
+def test_provenance_paths_name_no_checkout(tmp_path, monkeypatch):
+    from llmhub.results import shareable_path
+
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "some_model" / "model"
+    installed.mkdir(parents=True)
+    assert shareable_path(installed) == "site-packages/some_model/model"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    assert shareable_path(tmp_path / "models" / "mine") == "models/mine"

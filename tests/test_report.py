@@ -202,7 +202,7 @@ def test_tables_do_not_depend_on_file_times(results):
 def test_report_on_a_real_tiny_sweep(tiny_models, data_dir, tmp_path, capsys):
     base = {"pretrained_ckpt": str(tiny_models["bert"]), "data_dir": str(data_dir), "method": "full",
             "test_samples": 4, "epochs": 1, "max_steps": 1, "batch_size": 4, "max_source_length": 64,
-            "eval_batch_size": 4, "save_steps": 100}
+            "eval_batch_size": 4, "save_steps": 100, "torch_dtype": "float32"}  # labels gain "(bf16)" under auto
     spec = {"task": "classification", "name": "n{train_samples}", "base": base, "grid": {"train_samples": [8, 16]},
             "study": {"kind": "sample_efficiency", "varied": ["train_samples"]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
@@ -212,6 +212,7 @@ def test_report_on_a_real_tiny_sweep(tiny_models, data_dir, tmp_path, capsys):
     tables = report.build(records)
     name = tiny_models["bert"].name
     assert tables["sample-efficiency"].splitlines()[0] == f"| Training samples | {name} + full FT |"
+    assert records[0].data["provenance"]["compute_dtype"] == "float32"
     assert [ln.split(" | ")[0] for ln in tables["sample-efficiency"].splitlines()[2:4]] == ["| 8", "| 16"]
     assert tables["cost"].count(f"| {name} + full FT | classification |") == 2
     assert [ln.split(" | ")[0] for ln in tables["sweeps"].splitlines()[4:6]] == ["| n8", "| n16"]  # 8 < 16

@@ -100,6 +100,11 @@ def check(args) -> None:
             raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
         raise HubError(f"--max_wait_ms must be >= 0, got {args.max_wait_ms}")
+    from llmhub.catalog import parse_adapter
+
+    names = [parse_adapter(spec)[0] for spec in args.adapter]
+    if len(set(names)) < len(names):
+        raise HubError(f"--adapter names must be unique, got {', '.join(names)}: a model name is given twice")
     if args.experiment_dir and args.task:
         raise HubError("--task goes with --model; an experiment directory knows its task")
 

@@ -89,6 +89,8 @@ def build(primary: Predictor, experiment_dir: str | None, model: str | None, ada
     cat.default = next(iter(cat.routes))
     for spec in adapters:
         name, exp = parse_adapter(spec)
+        if name in cat.routes:
+            raise HubError(f"--adapter {spec}: model name '{name}' is given twice; names must be unique")
         if not (exp / "config.yaml").is_file():
             raise HubError(f"--adapter {spec}: {exp} is not an experiment directory (no config.yaml)")
         its_base = base_of(exp)

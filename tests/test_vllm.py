@@ -50,8 +50,8 @@ def test_vllm_answers_like_transformers_in_fp32():
 
 
 @pytest.fixture(scope="module")
-def vllm_exp(tmp_path_factory, tokenizer_dir, data_dir) -> Path:
-    """A tiny LoRA experiment vLLM's CPU attention accepts (head_dim 64; it refuses 16)."""
+def vllm_exps(tmp_path_factory, tokenizer_dir, data_dir) -> dict[str, Path]:
+    """Two tiny LoRA experiments on one base vLLM's CPU attention accepts (head_dim 64; it refuses 16)."""
     import transformers as tf
 
     from conftest import _save_model
@@ -60,24 +60,29 @@ def vllm_exp(tmp_path_factory, tokenizer_dir, data_dir) -> Path:
                          num_key_value_heads=2, max_position_embeddings=1024, vocab_size=600, pad_token_id=0,
                          eos_token_id=1, bos_token_id=3)
     model_dir = _save_model(tmp_path_factory, tokenizer_dir, "tiny-llama64", tf.LlamaForCausalLM(cfg))
-    return trained_experiment(tmp_path_factory.mktemp("vllm"), model_dir, data_dir)
+    root = tmp_path_factory.mktemp("vllm")
+    return {task: trained_experiment(root, model_dir, data_dir, task=task, learning_rate=0.05)
+            for task in ("summarization", "classification")}
 
 
-def test_front_of_real_vllm_serves_the_adapter(vllm_exp):
-    exp = vllm_exp
-    args = ["--experiment_dir", str(exp), "--dtype", "float32", "--max_model_len", "512", "--kv_cache_gib", "1"]
+def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
+    exp, other = vllm_exps["summarization"], vllm_exps["classification"]
+    both = ["--experiment_dir", str(exp), "--adapter", f"cls={other}"]
+    args = both + ["--dtype", "float32", "--max_model_len", "512", "--kv_cache_gib", "1"]
     with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=600) as vllm, \
-            ServerProcess(front_args(exp, vllm.url)) as front, \
-            ServerProcess(["--experiment_dir", str(exp)]) as upstream:
+            ServerProcess(front_args(exp, vllm.url, "--adapter", f"cls={other}")) as front, \
+            ServerProcess(both) as upstream:
         names = {m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]}
-        assert exp.resolve().name in names
+        assert {exp.resolve().name, "cls"} <= names
         # fp32 greedy: vLLM decodes as transformers does. This random tiny model writes stray bytes;
         # vLLM's detokenizer never shows half a character where transformers shows U+FFFD.
         shown = lambda text: text.replace("\ufffd", "")  # noqa: E731
-        for text in DIALOGUES:
-            here, there = (post(s, "/predict", json={"prompt": text}).json() for s in (front, upstream))
-            assert shown(here["prediction"]) == shown(there["prediction"]) and here["label"] is there["label"] is None
-        ask = {"model": exp.resolve().name, "prompt": "### Dialogue: hi\n### Summary:", "max_tokens": 12, "temperature": 0}
-        here, there = (post(s, "/v1/completions", json=ask).json() for s in (front, upstream))
-        assert here["usage"] == there["usage"]
-        assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])
+        for model in (exp.resolve().name, "cls"):
+            for text in DIALOGUES:
+                body = {"prompt": text, "model": model}
+                here, there = (post(s, "/predict", json=body).json() for s in (front, upstream))
+                assert shown(here["prediction"]) == shown(there["prediction"]) and here["label"] == there["label"]
+            ask = {"model": model, "prompt": "### Dialogue: hi\n### Summary:", "max_tokens": 12, "temperature": 0}
+            here, there = (post(s, "/v1/completions", json=ask).json() for s in (front, upstream))
+            assert here["usage"] == there["usage"]
+            assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])

@@ -37,6 +37,8 @@ class BatchSettings:
     max_queue: int = 128
 
     def effective(self) -> tuple[int, float]:
+        if self.mode == "continuous":  # requests join at the next decoding step: nobody waits for companions
+            return self.max_batch_size, 0.0
         return (1, 0.0) if self.mode == "naive" else (self.max_batch_size, self.max_wait_ms)
 
 

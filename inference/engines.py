@@ -39,6 +39,7 @@ class LocalEngine:
     """The model of a `Predictor`, in this process, behind the micro-batcher."""
 
     name = "local"
+    default_temperature = 1.0  # OpenAI's
 
     def __init__(self, predictor, max_batch_size: int, max_wait_ms: float, max_queue: int, on_batch=None,
                  on_cancelled=None):
@@ -84,6 +85,7 @@ class VllmEngine:
     """Forwards generation to a vLLM OpenAI-compatible server (`url`), model names unchanged."""
 
     name = "vllm"
+    default_temperature = 1.0
 
     def __init__(self, url: str, max_in_flight: int, max_queue: int, on_batch=None, timeout: float = 600.0):
         self.url = url.rstrip("/")

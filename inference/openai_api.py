@@ -7,7 +7,7 @@ or refused with 422 naming it: a client asking for something this server does no
 penalties, tools, ...) learns so instead of getting an answer that silently ignored it.
 
 Honoured: max_tokens (chat: also max_completion_tokens), temperature (0 = greedy; default 1 as
-OpenAI's), top_p, n, stop, seed (a seeded request runs in a batch of its own, so the same seed gives
+OpenAI's, 0 in --mode continuous, which only decodes greedily), top_p, n, stop, seed (a seeded request runs in a batch of its own, so the same seed gives
 the same answer), stream (server-sent events) with stream_options.include_usage, user (accepted,
 not used), and vLLM's extensions ignore_eos and add_special_tokens. The response's `usage` counts
 prompt tokens as the model sees them and generated tokens, EOS included.
@@ -69,7 +69,8 @@ def _check_fields(body: dict, kind: str) -> None:
             raise ApiError(422, f"unknown field '{name}'; this endpoint takes: {', '.join(sorted(FIELDS[kind]))}")
 
 
-def parse_sampling(body: dict, limits, default_new: int, budget_field: str = "max_tokens") -> Sampling:
+def parse_sampling(body: dict, limits, default_new: int, budget_field: str = "max_tokens",
+                   default_temperature: float = 1.0) -> Sampling:
     """The decoding a request asks for, each field checked against what this server does."""
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
@@ -90,7 +91,7 @@ def parse_sampling(body: dict, limits, default_new: int, budget_field: str = "ma
         budget = max_new_tokens(body.get(budget_field), limits, default_new)
     except ApiError as e:
         raise ApiError(422, e.message.replace("max_new_tokens", budget_field)) from None
-    return Sampling(budget, _number(body, "temperature", 1.0, 0.0, 2.0),
+    return Sampling(budget, _number(body, "temperature", default_temperature, 0.0, 2.0),
                     _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True), seed, tuple(stop), n,
                     _flag(body, "ignore_eos", False))
 
@@ -140,7 +141,8 @@ def add_routes(app: FastAPI, front: Front) -> None:
         if front.family == "encoder":
             raise ApiError(422, f"model '{route.name}' is a classifier; use /predict")
         budget_field = "max_completion_tokens" if kind == "chat" and "max_completion_tokens" in body else "max_tokens"
-        sampling = parse_sampling(body, front.limits, route.predictor.max_new_tokens, budget_field)
+        sampling = parse_sampling(body, front.limits, route.predictor.max_new_tokens, budget_field,
+                                  front.engine.default_temperature)
         if kind == "chat":
             prompt, special = chat_prompt(front.tokenizer, body, route.name), False
         else:

@@ -21,7 +21,7 @@ from pathlib import Path
 from llmhub.cli import run
 from llmhub.errors import HubError
 
-MODES = ("naive", "batched")
+MODES = ("naive", "batched", "continuous")
 ENGINES = ("local", "vllm")
 
 
@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vllm: seconds one request may take upstream (default: %(default)s)")
     b = p.add_argument_group("batching")
     b.add_argument("--mode", default=_env("mode", "batched"), help="naive (one request per forward pass, "
-                   "like the original server) | batched (micro-batches) (default: %(default)s)")
+                   "like the original server) | batched (micro-batches) | continuous (a request joins the running "
+                   "batch at the next decoding step; greedy, one adapter, causal models) (default: %(default)s)")
+    b.add_argument("--kv_cache_tokens", type=int, default=_env("kv_cache_tokens", "16384"),
+                   help="continuous: tokens the paged KV cache holds, all requests together (default: %(default)s)")
     b.add_argument("--max_batch_size", type=int, default=_env("max_batch_size", "16"),
                    help="batched: most requests per forward pass; vllm engine: most requests in flight "
                         "upstream (default: %(default)s)")
@@ -95,7 +98,11 @@ def check(args) -> None:
         raise HubError(f"--vllm_url must start with http:// or https://, got '{args.vllm_url}'")
     if args.mode not in MODES:
         raise HubError(f"unknown mode '{args.mode}'; allowed: {', '.join(MODES)}")
-    for name in ("max_batch_size", "max_queue", "max_input_tokens", "max_new_tokens_limit", "threads"):
+    if args.mode == "continuous" and (args.engine != "local" or args.adapter):
+        raise HubError("--mode continuous runs the local engine with one adapter (vLLM batches continuously "
+                       "itself; --adapter needs --mode batched)")
+    for name in ("max_batch_size", "max_queue", "max_input_tokens", "max_new_tokens_limit", "threads",
+                 "kv_cache_tokens"):
         if getattr(args, name) < 1:
             raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
@@ -154,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         limits = Limits(args.max_input_tokens, args.max_new_tokens_limit)
         metrics = ServerMetrics()
         engine = None
+        if args.mode == "continuous":
+            from inference.continuous import ContinuousEngine
+
+            engine = ContinuousEngine(predictor, args.max_batch_size, args.max_queue, args.kv_cache_tokens,
+                                      metrics.on_batch, metrics.cancelled.inc)
         if args.engine == "vllm":
             if predictor.family == "encoder":
                 raise HubError("--engine vllm serves generative models; an encoder classifier runs with --engine local")

@@ -57,14 +57,43 @@ class Choice:
     finish_reason: str  # stop | length | cancelled
 
 
-class _Row:
-    """Decoding state of one choice of one job."""
+class Row:
+    """Decoding state of one choice of one job: fed one token at a time (`step`), it streams the new
+    text and decides when the choice is done. Also used by the continuous-batching engine."""
 
-    def __init__(self, job: Job, index: int):
-        self.job, self.index = job, index
+    def __init__(self, job: Job, index: int, tokenizer, eos: set[int]):
+        self.job, self.index, self.tok, self.eos = job, index, tokenizer, eos
         self.ids: list[int] = []
         self.text, self.sent = "", 0  # decoded text; characters already streamed
         self.finish: str | None = None
+
+    def step(self, token: int) -> bool:
+        """Take the next generated token; True once the choice is done."""
+        s = self.job.sampling
+        if self.finish is not None:
+            return True
+        if self.job.cancelled.is_set():
+            self.finish = "cancelled"
+            return True
+        self.ids.append(token)
+        if token in self.eos and not s.ignore_eos:
+            self.finish = "stop"
+        else:
+            self.text = self.tok.decode(self.ids, skip_special_tokens=True)
+            cut = min((i for i in (self.text.find(x) for x in s.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                self.text, self.finish = self.text[:cut], "stop"
+            elif len(self.ids) >= s.max_new_tokens:
+                self.finish = "length"
+        self.emit(final=self.finish is not None)
+        return self.finish is not None
+
+    def close(self, reason: str = "length") -> Choice:
+        """The choice, ending it with `reason` if the decoder stopped first."""
+        if self.finish is None:
+            self.finish = reason
+            self.emit(final=True)
+        return Choice(self.text, len(self.ids), self.finish)
 
     def hold_back(self) -> int:
         """Characters not yet safe to stream: a stop string may still complete over them."""
@@ -80,32 +109,12 @@ class _Row:
 
 
 class _RowCriteria(StoppingCriteria):
-    def __init__(self, rows: list[_Row], tokenizer, eos: set[int]):
-        self.rows, self.tok, self.eos = rows, tokenizer, eos
+    def __init__(self, rows: list[Row]):
+        self.rows = rows
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        last = input_ids[:, -1].tolist()
-        for row, token in zip(self.rows, last):
-            if row.finish is None:
-                self._step(row, token)
-        return torch.tensor([row.finish is not None for row in self.rows], device=input_ids.device)
-
-    def _step(self, row: _Row, token: int) -> None:
-        s = row.job.sampling
-        if row.job.cancelled.is_set():
-            row.finish = "cancelled"
-            return
-        row.ids.append(token)
-        if token in self.eos and not s.ignore_eos:
-            row.finish = "stop"
-        else:
-            row.text = self.tok.decode(row.ids, skip_special_tokens=True)
-            cut = min((i for i in (row.text.find(x) for x in s.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                row.text, row.finish = row.text[:cut], "stop"
-            elif len(row.ids) >= s.max_new_tokens:
-                row.finish = "length"
-        row.emit(final=row.finish is not None)
+        done = [row.step(token) for row, token in zip(self.rows, input_ids[:, -1].tolist())]
+        return torch.tensor(done, device=input_ids.device)
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -117,7 +126,8 @@ def eos_ids(model, tokenizer) -> set[int]:
 @torch.inference_mode()
 def decode(model, tokenizer, jobs: list[Job]) -> list[list[Choice]]:
     """Choices of every job, decoded in one `generate` call (the jobs share `Sampling.group`)."""
-    rows = [_Row(job, i) for job in jobs for i in range(job.sampling.n)]
+    eos = eos_ids(model, tokenizer)
+    rows = [Row(job, i, tokenizer, eos) for job in jobs for i in range(job.sampling.n)]
     s = jobs[0].sampling
     if s.seed is not None:  # the job runs alone (see Sampling.group): its n rows come from this seed
         torch.manual_seed(s.seed)
@@ -126,7 +136,7 @@ def decode(model, tokenizer, jobs: list[Job]) -> list[list[Choice]]:
     enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
     budget = max(r.job.sampling.max_new_tokens for r in rows)
     kwargs = dict(max_new_tokens=budget, pad_token_id=tokenizer.pad_token_id, num_beams=1,
-                  stopping_criteria=StoppingCriteriaList([_RowCriteria(rows, tokenizer, eos_ids(model, tokenizer))]))
+                  stopping_criteria=StoppingCriteriaList([_RowCriteria(rows)]))
     if s.temperature > 0:  # top_k=0: OpenAI's sampling has no top-k cut (transformers' default is 50)
         kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
     else:
@@ -138,9 +148,6 @@ def decode(model, tokenizer, jobs: list[Job]) -> list[list[Choice]]:
     model.generate(**enc, **kwargs)
     out: list[list[Choice]] = [[] for _ in jobs]
     by_job = {id(job): k for k, job in enumerate(jobs)}
-    for row in rows:
-        if row.finish is None:  # generate ended on its own limit first
-            row.finish = "length"
-            row.emit(final=True)
-        out[by_job[id(row.job)]].append(Choice(row.text, len(row.ids), row.finish))
+    for row in rows:  # a row still open: generate ended on its own limit first
+        out[by_job[id(row.job)]].append(row.close())
     return out

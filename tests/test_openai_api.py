@@ -142,16 +142,38 @@ def test_what_is_not_done_is_refused(client, exp, extra, words):
     assert words in e.value.body["message"], e.value.body
 
 
-def test_unknown_model_and_missing_template(client, server, tiny_models):
+def test_limits_unknown_model_key_and_missing_template(client, server, tiny_models):
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="nope", prompt="hi", max_tokens=2)
     assert "unknown model 'nope'; allowed:" in e.value.body["message"]
-    with ServerProcess(["--model", str(tiny_models["llama"]), "--task", "summarization"]) as plain:
-        c = openai.OpenAI(base_url=plain.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:  # over --max_input_tokens (2048)
+        client.completions.create(model=client.models.list().data[0].id, prompt="ok " * 3000, max_tokens=2)
+    assert e.value.status_code == 413 and "the limit is 2048 tokens" in e.value.body["message"]
+    args = ["--model", str(tiny_models["llama"]), "--task", "summarization"]
+    with ServerProcess(args, env={"LLMHUB_API_KEY": "s3cret"}) as plain:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=plain.url + "/v1", api_key="wrong", max_retries=0).models.list()
+        c = openai.OpenAI(base_url=plain.url + "/v1", api_key="s3cret", max_retries=0)
         with pytest.raises(openai.UnprocessableEntityError) as e:
             c.chat.completions.create(model=Path(tiny_models["llama"]).resolve().name,
                                       messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         assert "has no chat template" in e.value.body["message"]
+
+
+def test_seq2seq_decoding_equals_generate(tiny_models):
+    """The /v1 decoder (per-row criteria) on an encoder-decoder model: T5's greedy answers."""
+    from llmhub.decoding import Job, Sampling, decode
+    from llmhub.models import load_base_model, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_models["t5"]), "seq2seq")
+    model = load_base_model(str(tiny_models["t5"]), "seq2seq", torch.float32).eval()
+    prompts = ["summarize: Anna: lunch?", "summarize: Ben: the exam is at 9, are you coming?"]
+    got = decode(model, tok, [Job(p, Sampling(6, 0.0)) for p in prompts])
+    for p, (choice,) in zip(prompts, got):
+        ids = tok(p, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=6, do_sample=False)[0, 1:].tolist()  # after the decoder start
+        out = out[: out.index(tok.eos_token_id) + 1] if tok.eos_token_id in out else out
+        assert choice.text == tok.decode(out, skip_special_tokens=True) and choice.tokens == len(out)
 
 
 def test_a_dropped_stream_frees_its_slot(exp):

@@ -39,6 +39,7 @@ class Item:
     tokens: int  # prompt length in tokens, for grouping by length
     max_new_tokens: int
     future: asyncio.Future
+    key: object = None  # requests run together only with the same key (and budget)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -95,12 +96,12 @@ class MicroBatcher:
         batches_ahead = math.ceil((len(self.waiting) + self.running) / self.max_batch_size)
         return max(1, math.ceil(batches_ahead * self._seconds_per_batch))
 
-    async def submit(self, prompt: str, tokens: int, max_new_tokens: int) -> str:
+    async def submit(self, prompt, tokens: int, max_new_tokens: int, key=None):
         # Reject at once when full: a client told to come back later beats a request that times
         # out after sitting behind max_queue others.
         if len(self.waiting) >= self.max_queue:
             raise QueueFull(self.retry_after(), len(self.waiting), self.max_queue)
-        item = Item(prompt, tokens, max_new_tokens, asyncio.get_running_loop().create_future())
+        item = Item(prompt, tokens, max_new_tokens, asyncio.get_running_loop().create_future(), key)
         self.waiting.append(item)
         self._wake.set()
         try:
@@ -111,11 +112,10 @@ class MicroBatcher:
             raise
 
     def _pick(self) -> list[Item]:
-        """The oldest request plus the waiting ones closest to it in length, same budget first."""
+        """The oldest request plus the waiting ones of its group (key and budget) closest to it in length."""
         head = self.waiting[0]
-        others = sorted(self.waiting[1:], key=lambda it: (it.max_new_tokens != head.max_new_tokens,
-                                                          abs(it.tokens - head.tokens), it.enqueued))
-        batch = [head] + [it for it in others if it.max_new_tokens == head.max_new_tokens]
+        group = [it for it in self.waiting[1:] if (it.key, it.max_new_tokens) == (head.key, head.max_new_tokens)]
+        batch = [head] + sorted(group, key=lambda it: (abs(it.tokens - head.tokens), it.enqueued))
         batch = batch[: self.max_batch_size]
         chosen = {id(it) for it in batch}
         self.waiting = [it for it in self.waiting if id(it) not in chosen]

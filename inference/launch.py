@@ -25,17 +25,22 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`with ServerProcess(["--model", ...]) as srv: httpx.get(srv.url + "/health")`."""
+    """`with ServerProcess(["--model", ...]) as srv: httpx.get(srv.url + "/health")`.
+    `script` runs another server taking --host/--port (e.g. inference/vllm/launch.py), `health` is
+    the path polled until it answers one of the `ready` statuses."""
 
     def __init__(self, args: list[str], port: int | None = None, startup_timeout: float = 180.0,
-                 log_path: str | Path | None = None, env: dict | None = None):
+                 log_path: str | Path | None = None, env: dict | None = None, ready: tuple[int, ...] = (200,),
+                 script: str | Path = SERVER, health: str = "/health"):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, str(SERVER), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.args = [sys.executable, str(script), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.health = health
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else None
         self.env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.ready = ready  # /health statuses that mean "up" (a vllm front answers 503 while vLLM is down)
 
     def __enter__(self) -> "ServerProcess":
         import httpx
@@ -53,7 +58,7 @@ class ServerProcess:
                 last = (self.log_path.read_text().strip().splitlines() or ["(no output)"])[-1]
                 raise HubError(f"server exited with status {self.proc.returncode}: {last}")
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.health, timeout=2).status_code in self.ready:
                     return self
             except httpx.HTTPError:
                 pass

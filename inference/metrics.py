@@ -2,7 +2,8 @@
 
 GET /metrics exposes: requests by endpoint and status code, end-to-end request latency, the size and
 duration of every model batch, the time requests waited in the queue, the queue depth, and the
-tokens read and generated (for cost per token from the server's side).
+tokens read and generated (for cost per token from the server's side), and the choices whose client
+left before they were done (their rows stop at the next decoding step).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class ServerMetrics:
         self.queue_depth = Gauge("llmhub_queue_depth", "requests waiting for a batch", registry=r)
         self.input_tokens = Counter("llmhub_input_tokens", "prompt tokens of answered requests", registry=r)
         self.output_tokens = Counter("llmhub_output_tokens", "generated tokens of answered requests", registry=r)
+        self.cancelled = Counter("llmhub_cancelled_choices", "choices stopped mid-generation because their "
+                                 "client left", registry=r)
 
     def on_batch(self, size: int, seconds: float, waits: list[float]) -> None:
         self.batch_size.observe(size)

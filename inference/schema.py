@@ -100,6 +100,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     prompt: str = Field(min_length=1, description="raw input (a dialogue, a post), not a rendered prompt")
     max_new_tokens: int | None = Field(None, ge=1, description="tokens to generate (1..server limit)")
+    model: str | None = Field(None, description="a served model name (GET /v1/models); default: the first")
 
 
 class GenerateParameters(BaseModel):
@@ -113,6 +114,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     inputs: str = Field(min_length=1)
     parameters: GenerateParameters | None = None
+    model: str | None = Field(None, description="a served model name (GET /v1/models); default: the first")
 
 
 class PredictResponse(BaseModel):

@@ -2,11 +2,13 @@
 
   python inference/server.py --experiment_dir experiments/llama2-summ --mode batched --port 8000
   python inference/server.py --model smollm2-135m --task summarization --mode naive
+  python inference/server.py --experiment_dir experiments/a --adapter b=experiments/b   # two adapters, one base
+  python inference/server.py --experiment_dir experiments/a --engine vllm --vllm_url http://127.0.0.1:8001
 
 Every flag can also come from an environment variable LLMHUB_<FLAG>, e.g. LLMHUB_EXPERIMENT_DIR,
 LLMHUB_MODE=naive, LLMHUB_PORT=8080 (flags win). POST /predict takes the raw input and applies the
-experiment's fine-tuning template; POST /generate takes a full prompt (TGI's API). See
-inference/README.md.
+experiment's fine-tuning template; POST /generate takes a full prompt (TGI's API); /v1/* is
+OpenAI's API. See inference/README.md.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from pathlib import Path
 from llmhub.cli import run
 from llmhub.errors import HubError
 
-MODES = ("naive", "batched")
+MODES = ("naive", "batched", "continuous")
+ENGINES = ("local", "vllm")
 
 
 def _env(name: str, default=None):
@@ -41,11 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokens of template + input (default: the experiment's)")
     src.add_argument("--max_new_tokens", type=int, default=_env("max_new_tokens"),
                      help="default tokens generated per request (default: the experiment's or the task's)")
+    src.add_argument("--adapter", action="append", default=[], metavar="NAME=EXP_DIR",
+                     help="one more LoRA experiment on the same base, served as model NAME (repeatable)")
+    eng = p.add_argument_group("engine")
+    eng.add_argument("--engine", default=_env("engine", "local"),
+                     help="local (the model in this process) | vllm (forward generation to --vllm_url; "
+                          "start vLLM with inference/vllm/launch.py) (default: %(default)s)")
+    eng.add_argument("--vllm_url", default=_env("vllm_url"), help="vllm: the vLLM server, e.g. http://127.0.0.1:8001")
+    eng.add_argument("--vllm_timeout", type=float, default=_env("vllm_timeout", "600"),
+                     help="vllm: seconds one request may take upstream (default: %(default)s)")
     b = p.add_argument_group("batching")
     b.add_argument("--mode", default=_env("mode", "batched"), help="naive (one request per forward pass, "
-                   "like the original server) | batched (micro-batches) (default: %(default)s)")
+                   "like the original server) | batched (micro-batches) | continuous (a request joins the running "
+                   "batch at the next decoding step; greedy, one adapter, causal models) (default: %(default)s)")
+    b.add_argument("--kv_cache_tokens", type=int, default=_env("kv_cache_tokens", "16384"),
+                   help="continuous: tokens the paged KV cache holds, all requests together (default: %(default)s)")
     b.add_argument("--max_batch_size", type=int, default=_env("max_batch_size", "16"),
-                   help="batched: most requests per forward pass (default: %(default)s)")
+                   help="batched: most requests per forward pass; vllm engine: most requests in flight "
+                        "upstream (default: %(default)s)")
     b.add_argument("--max_wait_ms", type=float, default=_env("max_wait_ms", "50"),
                    help="batched: ms the oldest request waits for companions (default: %(default)s)")
     b.add_argument("--max_queue", type=int, default=_env("max_queue", "128"),
@@ -74,22 +90,42 @@ def overrides(args) -> dict:
 
 
 def check(args) -> None:
+    if args.engine not in ENGINES:
+        raise HubError(f"unknown engine '{args.engine}'; allowed: {', '.join(ENGINES)}")
+    if (args.engine == "vllm") != bool(args.vllm_url):
+        raise HubError("--vllm_url goes with --engine vllm, and --engine vllm needs --vllm_url")
+    if args.vllm_url and not args.vllm_url.startswith(("http://", "https://")):
+        raise HubError(f"--vllm_url must start with http:// or https://, got '{args.vllm_url}'")
     if args.mode not in MODES:
         raise HubError(f"unknown mode '{args.mode}'; allowed: {', '.join(MODES)}")
-    for name in ("max_batch_size", "max_queue", "max_input_tokens", "max_new_tokens_limit", "threads"):
+    if args.mode == "continuous" and (args.engine != "local" or args.adapter):
+        raise HubError("--mode continuous runs the local engine with one adapter (vLLM batches continuously "
+                       "itself; --adapter needs --mode batched)")
+    for name in ("max_batch_size", "max_queue", "max_input_tokens", "max_new_tokens_limit", "threads",
+                 "kv_cache_tokens"):
         if getattr(args, name) < 1:
             raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
         raise HubError(f"--max_wait_ms must be >= 0, got {args.max_wait_ms}")
+    from llmhub.catalog import parse_adapter
+
+    names = [parse_adapter(spec)[0] for spec in args.adapter]
+    if len(set(names)) < len(names):
+        raise HubError(f"--adapter names must be unique, got {', '.join(names)}: a model name is given twice")
     if args.experiment_dir and args.task:
         raise HubError("--task goes with --model; an experiment directory knows its task")
 
 
 def load_predictor(predictor_cls, args, over: dict):
-    """The model, or one `error:` line: a truncated adapter or weights file is a bad input, not a crash."""
+    """The model and every adapter, as a catalog of names, or one `error:` line: a truncated adapter
+    or weights file is a bad input, not a crash. The vllm engine loads prompt rules only."""
+    from llmhub import catalog
+
     source = args.experiment_dir or args.model
+    weights = args.engine == "local"
     try:
-        return predictor_cls.load(args.experiment_dir, args.model, over)
+        predictor = predictor_cls.load(args.experiment_dir, args.model, over, weights=weights)
+        return predictor, catalog.build(predictor, args.experiment_dir, args.model, args.adapter, over, weights)
     except HubError:
         raise
     except Exception as e:  # SafetensorError, OSError, a cut pickle's RuntimeError/EOFError, ...
@@ -106,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         from inference.app import BatchSettings, create_app
+        from inference.engines import VllmEngine
+        from inference.metrics import ServerMetrics
         from inference.schema import Limits
         from llmhub.serving import Predictor
 
@@ -118,13 +156,25 @@ def main(argv: list[str] | None = None) -> None:
 
             if not (Path(resolve_path(args.model)) / MERGED_CONFIG).is_file():
                 over["task"] = "summarization"
-        predictor = load_predictor(Predictor, args, over)
+        predictor, catalog = load_predictor(Predictor, args, over)
         settings = BatchSettings(args.mode, args.max_batch_size, args.max_wait_ms, args.max_queue)
         limits = Limits(args.max_input_tokens, args.max_new_tokens_limit)
-        app = create_app(predictor, settings, limits, api_key=args.api_key)
+        metrics = ServerMetrics()
+        engine = None
+        if args.mode == "continuous":
+            from inference.continuous import ContinuousEngine
+
+            engine = ContinuousEngine(predictor, args.max_batch_size, args.max_queue, args.kv_cache_tokens,
+                                      metrics.on_batch, metrics.cancelled.inc)
+        if args.engine == "vllm":
+            if predictor.family == "encoder":
+                raise HubError("--engine vllm serves generative models; an encoder classifier runs with --engine local")
+            engine = VllmEngine(args.vllm_url, settings.effective()[0], args.max_queue, metrics.on_batch, args.vllm_timeout)
+        app = create_app(predictor, settings, limits, api_key=args.api_key, catalog=catalog, engine=engine,
+                         metrics=metrics)
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        print(f"serving {predictor.name} ({predictor.family}, {predictor.kind}) mode={args.mode} "
-              f"on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+        print(f"serving {', '.join(catalog.routes)} ({predictor.family}, {predictor.kind}) engine={args.engine} "
+              f"mode={args.mode} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
     run(go)

@@ -48,9 +48,10 @@ def padding_side(family: str) -> str:
 @torch.inference_mode()
 def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tokens: int,
              batch_size: int = 16, max_source_length: int = 1024, progress: bool = True,
-             cache_implementation: str | None = None) -> list[str]:
+             cache_implementation: str | None = None, adapter_names: list[str] | None = None) -> list[str]:
     """Greedy completions of prompts, in input order; `cache_implementation="static"` preallocates
-    the KV cache (transformers' option) instead of growing it every step."""
+    the KV cache (transformers' option) instead of growing it every step. `adapter_names` (one per
+    prompt) picks each prompt's LoRA adapter of a peft model, "__base__" for none (a mixed batch)."""
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(prompt_texts)), key=lambda i: len(prompt_texts[i]), reverse=True)
@@ -62,6 +63,8 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
                         padding_side=padding_side(family), truncation=True,
                         max_length=max_source_length).to(device)
         extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+        if adapter_names is not None:
+            extra["adapter_names"] = [adapter_names[i] for i in idx]
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=tokenizer.pad_token_id, **extra)
         if family == "causal":

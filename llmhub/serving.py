@@ -47,19 +47,23 @@ class Predictor:
 
     # ----- loading -----------------------------------------------------------------------------
     @classmethod
-    def from_experiment(cls, exp_dir: str | Path, overrides: dict | None = None) -> "Predictor":
-        """Base + adapter (or the full model) of a finished experiment, with its prompt rules."""
+    def from_experiment(cls, exp_dir: str | Path, overrides: dict | None = None, weights: bool = True) -> "Predictor":
+        """Base + adapter (or the full model) of a finished experiment, with its prompt rules;
+        weights=False: the rules and tokenizer only (another process, e.g. vLLM, holds the model)."""
 
         exp_dir = Path(exp_dir)
         if not (exp_dir / "config.yaml").is_file():
             raise HubError(f"{exp_dir} is not an experiment directory (no config.yaml)")
         cfg = resolve(config_file=exp_dir / "config.yaml", layers=[("", overrides or {})])
         family = models.family_of(models.load_config(cfg.model.pretrained_ckpt), cfg.model.family)
-        tok, model = load_trained(exp_dir, cfg, family)
+        if weights:
+            tok, model = load_trained(exp_dir, cfg, family)
+        else:
+            tok, model = models.load_tokenizer(str(exp_dir / "model"), family), None
         return cls._build(model, tok, family, cfg, trained_labels(exp_dir / "model"), name=str(exp_dir))
 
     @classmethod
-    def from_model(cls, name: str, overrides: dict | None = None) -> "Predictor":
+    def from_model(cls, name: str, overrides: dict | None = None, weights: bool = True) -> "Predictor":
         """A plain model folder, registry name or merged model; the task comes from `overrides`
         (e.g. {"task": "summarization"}) or from the folder's llmhub.yaml."""
         path = Path(models.resolve_path(name))
@@ -69,30 +73,31 @@ class Predictor:
         family = models.family_of(models.load_config(str(path)), cfg.model.family)
         labels = trained_labels(path)
         tok = models.load_tokenizer(str(path), family)
-        model = models.load_base_model(str(path), family, models.resolve_dtype(cfg.model.torch_dtype),
+        model = None if not weights else models.load_base_model(str(path), family, models.resolve_dtype(cfg.model.torch_dtype),
                                        num_labels=len(labels) or None, label_names=labels or None)
         return cls._build(model, tok, family, cfg, labels, name=name)
 
     @classmethod
     def load(cls, experiment_dir: str | None = None, model: str | None = None,
-             overrides: dict | None = None) -> "Predictor":
+             overrides: dict | None = None, weights: bool = True) -> "Predictor":
         """Exactly one of experiment_dir / model."""
         if bool(experiment_dir) == bool(model):
             raise HubError("give exactly one of --experiment_dir (a trained experiment) or --model "
                            "(a model folder or registry name, with --task)")
         if experiment_dir:
-            return cls.from_experiment(experiment_dir, overrides)
-        return cls.from_model(model, overrides)
+            return cls.from_experiment(experiment_dir, overrides, weights)
+        return cls.from_model(model, overrides, weights)
 
     @classmethod
     def _build(cls, model, tok, family: str, cfg: RunConfig, labels: list[str], name: str) -> "Predictor":
         spec = data_mod.task_spec(cfg.data)
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{name}' only does classification, not task '{cfg.data.task}'")
-        if family == "encoder" and not getattr(model.config, "id2label", None):
+        if family == "encoder" and model is not None and not getattr(model.config, "id2label", None):
             raise HubError(f"encoder model '{name}' has no label names (labels.json or config id2label)")
         tok.padding_side = "left" if family == "causal" else "right"
-        model.eval()
+        if model is not None:
+            model.eval()
         return cls(model, tok, family, models.PROMPT_STYLE[family], spec.kind, labels,
                    cfg.data.max_source_length, cfg.eval.max_new_tokens or spec.max_new_tokens,
                    cfg.eval.eval_batch_size, name,
@@ -110,9 +115,11 @@ class Predictor:
         return generate.build_prompts(tokenizer or self.tokenizer, self.style, self.kind, list(texts),
                                       self.max_source_length, self.prompt)
 
-    def complete(self, prompts: list[str], max_new_tokens: int | list[int] | None = None) -> list[str]:
+    def complete(self, prompts: list[str], max_new_tokens: int | list[int] | None = None,
+                 adapters: list[str] | None = None) -> list[str]:
         """Greedy completions (or encoder labels) of rendered prompts, in input order. Prompts
-        asking for different budgets run as separate batches, since one `generate` call has one."""
+        asking for different budgets run as separate batches, since one `generate` call has one.
+        `adapters`: the peft adapter of each prompt (a mixed-adapter batch), default the active one."""
         if self.family == "encoder":
             return generate.classify(self.model, self.tokenizer, prompts, max(len(prompts), 1),
                                      self.max_source_length, progress=False)
@@ -122,7 +129,8 @@ class Predictor:
         for budget in sorted(set(budgets)):
             idx = [i for i, b in enumerate(budgets) if b == budget]
             texts = generate.generate(self.model, self.tokenizer, [prompts[i] for i in idx], self.family,
-                                      budget, max(len(idx), 1), self.max_source_length, progress=False)
+                                      budget, max(len(idx), 1), self.max_source_length, progress=False,
+                                      adapter_names=[adapters[i] for i in idx] if adapters else None)
             for i, text in zip(idx, texts):
                 out[i] = text
         return out

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from inference.launch import ServerProcess, free_port
-from inference.load_testing import attacker, targets
+from inference.load_testing import attacker, streaming, targets
 from llmhub import models
 from test_server import trained_experiment
 
@@ -103,8 +104,38 @@ def test_sweep_cli_csv_plot_and_cost(server, tmp_path, data_dir, tokenizer_dir):
         assert float(row["mean_output_tokens"]) > 0
 
 
+def test_streamed_openai_sweep_reports_ttft_itl_and_goodput(server, tmp_path, data_dir, tokenizer_dir):
+    tfile = tmp_path / "openai.jsonl"
+    name = httpx.get(server.url + "/v1/models").json()["data"][0]["id"]
+    r = subprocess.run(RUN + ["targets", "--server", "openai", "--url", server.url, "--data_dir", str(data_dir),
+                              "--tokenizer", str(tokenizer_dir), "--n", "4", "--input_tokens", "20",
+                              "--max_new_tokens", "6", "--model_name", name, "--out", str(tfile)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(base64.b64decode(json.loads(tfile.read_text().splitlines()[0])["body"]))["stream"] is True
+    out = tmp_path / "sweep"
+    r = subprocess.run(RUN + ["attack", "--server", "openai", "--targets", str(tfile), "--rates", "4",
+                              "--duration", "1.5", "--label", "tiny-stream", "--out", str(out),
+                              "--tokenizer", str(tokenizer_dir), "--slo_ttft", "60", "--slo_itl", "60"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    row = json.loads((out / "rate_4.json").read_text())["summary"]
+    assert row["success"] == 1.0 and row["mean_output_tokens"] > 0
+    assert 0 < row["ttft_p50_s"] <= row["ttft_p90_s"] <= row["p90_s"]
+    assert row["itl_p50_s"] > 0 and row["output_tokens_per_s"] > 0
+    assert row["goodput_rps"] == pytest.approx(row["throughput_rps"], rel=1e-3)  # every request met a 60 s SLO
+    results = [json.loads(line) for line in (out / "rate_4.results.jsonl").read_text().splitlines()]
+    assert all(x["ttft_ns"] > 0 and x["output_tokens"] >= 1 for x in results)
+    seconds = (json.loads((out / "rate_4.json").read_text())["report"]["duration"] +
+               json.loads((out / "rate_4.json").read_text())["report"]["wait"]) / attacker.NS
+    assert streaming.stats(results, seconds, slo_ttft=1e-9, slo_itl=60)["goodput_rps"] == 0  # nobody is that fast
+    r = subprocess.run(RUN + ["summarize", str(out), "--csv", str(tmp_path / "s.csv")], capture_output=True, text=True)
+    assert r.returncode == 0 and "goodput_rps" in (tmp_path / "s.csv").read_text().splitlines()[0]
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--server", "triton"], "unknown server type 'triton'; allowed: fastapi, ray, tgi, vllm"),
+    (["--server", "triton"], "unknown server type 'triton'; allowed: fastapi, ray, tgi, vllm, openai"),
+    (["--slo_ttft", "0"], "--slo_ttft and --slo_itl must be > 0 seconds"),
     (["--rates", "0"], "rates must be > 0 requests per second, got 0"),
     (["--rates", "2,-1"], "rates must be > 0 requests per second, got -1"),
     ([], "cannot reach http://127.0.0.1:{port}"),

@@ -1,22 +1,21 @@
 """vLLM's CPU build serving a model through inference/vllm/launch.py, compared with transformers'
-greedy decoding in fp32. Needs vLLM's own virtualenv (make -C inference/vllm venv)."""
+greedy decoding in fp32, and behind our server (--engine vllm) serving an adapter unmerged.
+Needs vLLM's own virtualenv (make -C inference/vllm venv)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from inference.launch import free_port
+from inference.launch import ServerProcess
 from inference.vllm.launch import VENV_PYTHON, command, build_parser
+from test_engine_vllm import DIALOGUES, front_args
+from test_server import post, trained_experiment
 
 pytestmark = pytest.mark.skipif(not VENV_PYTHON.is_file(),
                                 reason="vLLM's virtualenv is absent (make -C inference/vllm venv)")
-LAUNCH = os.path.join(os.path.dirname(__file__), "..", "inference", "vllm", "launch.py")
+LAUNCH = Path(__file__).resolve().parents[1] / "inference" / "vllm" / "launch.py"
 
 
 def test_lora_experiment_command_reads_rank(tmp_path):
@@ -35,35 +34,56 @@ def test_vllm_answers_like_transformers_in_fp32():
     from llmhub.models import resolve_path
 
     folder = resolve_path("smollm2-135m")
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, LAUNCH, "--model", "smollm2-135m", "--dtype", "float32",
-                             "--port", str(port), "--max_model_len", "512", "--name", "smol"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, open(log.name).read()[-3000:]
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == ["smol"]
+    args = ["--model", "smollm2-135m", "--dtype", "float32", "--max_model_len", "512", "--name", "smol"]
+    with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=400) as vllm:
+        assert [m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]] == ["smol"]
         tok = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype="float32")
         for prompt in ("Summarize: Anna is late. Ben waits.\nSummary:", "The capital of France is"):
-            r = httpx.post(url + "/v1/completions", timeout=120, json={
+            r = httpx.post(vllm.url + "/v1/completions", timeout=120, json={
                 "model": "smol", "prompt": prompt, "max_tokens": 8, "temperature": 0})
             assert r.status_code == 200, r.text
             ids = tok(prompt, return_tensors="pt").input_ids
             out = model.generate(ids, max_new_tokens=8, do_sample=False)
             expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             assert r.json()["choices"][0]["text"] == expected
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def vllm_exps(tmp_path_factory, tokenizer_dir, data_dir) -> dict[str, Path]:
+    """Two tiny LoRA experiments on one base vLLM's CPU attention accepts (head_dim 64; it refuses 16)."""
+    import transformers as tf
+
+    from conftest import _save_model
+
+    cfg = tf.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, max_position_embeddings=1024, vocab_size=600, pad_token_id=0,
+                         eos_token_id=1, bos_token_id=3)
+    model_dir = _save_model(tmp_path_factory, tokenizer_dir, "tiny-llama64", tf.LlamaForCausalLM(cfg))
+    root = tmp_path_factory.mktemp("vllm")
+    # fp32 on both sides: "auto" is bf16 on this CPU, and bf16 logits of a random tiny model tie often
+    return {task: trained_experiment(root, model_dir, data_dir, task=task, learning_rate=0.05, torch_dtype="float32")
+            for task in ("summarization", "classification")}
+
+
+def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
+    exp, other = vllm_exps["summarization"], vllm_exps["classification"]
+    both = ["--experiment_dir", str(exp), "--adapter", f"cls={other}"]
+    args = both + ["--dtype", "float32", "--max_model_len", "512", "--kv_cache_gib", "1"]
+    with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=600) as vllm, \
+            ServerProcess(front_args(exp, vllm.url, "--adapter", f"cls={other}")) as front, \
+            ServerProcess(both) as upstream:
+        names = {m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]}
+        assert {exp.resolve().name, "cls"} <= names
+        # fp32 greedy: vLLM decodes as transformers does. This random tiny model writes stray bytes;
+        # vLLM's detokenizer never shows half a character where transformers shows U+FFFD.
+        shown = lambda text: text.replace("\ufffd", "")  # noqa: E731
+        for model in (exp.resolve().name, "cls"):
+            for text in DIALOGUES:
+                body = {"prompt": text, "model": model}
+                here, there = (post(s, "/predict", json=body).json() for s in (front, upstream))
+                assert shown(here["prediction"]) == shown(there["prediction"]) and here["label"] == there["label"]
+            ask = {"model": model, "prompt": "### Dialogue: hi\n### Summary:", "max_tokens": 12, "temperature": 0}
+            here, there = (post(s, "/v1/completions", json=ask).json() for s in (front, upstream))
+            assert here["usage"] == there["usage"]
+            assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 
 import httpx
 
+from . import streaming
+
 NS = 1_000_000_000
 
 
@@ -30,12 +32,15 @@ def _iso(t: float) -> str:
 async def _one(client: httpx.AsyncClient, seq: int, target: dict) -> dict:
     wall = time.time()
     start = time.perf_counter()
-    code, err, body = 0, "", b""
+    code, err, body, extra = 0, "", b"", {}
     try:
-        r = await client.request(target["method"], target["url"], content=target["body"], headers=target["headers"])
-        code, body = r.status_code, r.content
+        if target.get("stream"):  # a streamed OpenAI request: also TTFT, ITL and tokens
+            code, body, extra = await streaming.request(client, target, start)
+        else:
+            r = await client.request(target["method"], target["url"], content=target["body"], headers=target["headers"])
+            code, body = r.status_code, r.content
         if not 200 <= code < 400:
-            err = f"{code} {r.reason_phrase}"
+            err = f"{code} {httpx.codes.get_reason_phrase(code)}"
     except httpx.TimeoutException:
         err = f"{target['method']} {target['url']}: timeout"
     except httpx.HTTPError as e:
@@ -44,7 +49,7 @@ async def _one(client: httpx.AsyncClient, seq: int, target: dict) -> dict:
     return {"attack": "", "seq": seq, "code": code, "timestamp": _iso(wall), "_start": wall,
             "latency": int(latency * NS), "bytes_out": len(target["body"]), "bytes_in": len(body),
             "error": err, "body": base64.b64encode(body).decode(), "method": target["method"],
-            "url": target["url"]}
+            "url": target["url"], **extra}
 
 
 async def attack(targets: list[dict], rate: float, duration: float, timeout: float = 30.0,

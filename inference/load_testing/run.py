@@ -8,6 +8,9 @@
   python inference/load_testing/run.py attack --server fastapi --targets results/serving/targets/fastapi.jsonl \\
       --rates 0.5,1,2 --duration 20 --label fastapi-batched --out results/serving/fastapi-batched \\
       --tokenizer smollm2-135m --cost_per_hour 1.624
+  # streamed OpenAI requests (our /v1, vLLM, ...): also TTFT, inter-token latency, tokens/s, goodput
+  python inference/load_testing/run.py targets --server openai --model_name llama2-summ --url http://127.0.0.1:8000 ...
+  python inference/load_testing/run.py attack --server openai ... --slo_ttft 1 --slo_itl 0.2
   # 3. CSV + plot of one or more sweeps
   python inference/load_testing/run.py summarize results/serving/fastapi-* --csv results/serving/sweep.csv \\
       --plot assets/serving_sweep.png
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("targets", help="write a Vegeta targets file of real ~100-token test inputs")
-    t.add_argument("--server", required=True, help="fastapi | ray | tgi | vllm")
+    t.add_argument("--server", required=True, help="fastapi | ray | tgi | vllm | openai (streamed /v1/completions)")
     t.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:8000")
     t.add_argument("--data_dir", default="data", help="data folder (samsum/, newsgroups/ test splits)")
     t.add_argument("--task", default="summarization", help="summarization | dialogsum | classification")
@@ -53,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=int, default=100, help="distinct request bodies (default: %(default)s)")
     t.add_argument("--input_tokens", type=int, default=100, help="tokens per input (default: %(default)s)")
     t.add_argument("--max_new_tokens", type=int, default=None, help="tokens to generate per request")
-    t.add_argument("--model_name", default="model", help="vllm: the served model name")
+    t.add_argument("--model_name", default="model", help="vllm, openai: the served model name")
     t.add_argument("--out", required=True, help="targets file to write")
     a = sub.add_parser("attack", help="sweep request rates against a server")
-    a.add_argument("--server", required=True, help="fastapi | ray | tgi | vllm (how to read answers)")
+    a.add_argument("--server", required=True, help="fastapi | ray | tgi | vllm | openai (how to read answers)")
     a.add_argument("--targets", required=True, help="a targets file from the `targets` command")
     a.add_argument("--rates", required=True, type=_rates, help="offered requests per second, e.g. 1,2,4")
     a.add_argument("--duration", type=float, default=20, help="seconds per rate (default: %(default)s)")
@@ -68,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance USD/hour (default: %(default)s, AWS g5.4xlarge as in the seeds)")
     a.add_argument("--p90_bound", type=float, default=float("inf"), help="a run passes with p90 <= this, s")
     a.add_argument("--min_success", type=float, default=0.99, help="a run passes with success >= this")
+    a.add_argument("--slo_ttft", type=float, default=float("inf"),
+                   help="openai: goodput counts requests with time to first token <= this, s")
+    a.add_argument("--slo_itl", type=float, default=float("inf"),
+                   help="openai: goodput counts requests with mean inter-token latency <= this, s")
     a.add_argument("--stop_after_fail", action="store_true", help="end the sweep at the first failing rate")
     s = sub.add_parser("summarize", help="CSV and plot of one or more sweep folders")
     s.add_argument("sweeps", nargs="+", help="sweep folders written by `attack`")
@@ -96,11 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "attack":
             targets.check_server(args.server)
             sweep.check_rates(args.rates)
+            if not (args.slo_ttft > 0 and args.slo_itl > 0):
+                raise HubError(f"--slo_ttft and --slo_itl must be > 0 seconds, got {args.slo_ttft:g} and {args.slo_itl:g}")
             loaded = targets.read_targets(args.targets)
             sweep.check_reachable("/".join(loaded[0]["url"].split("/")[:3]))  # scheme://host:port
             rows = sweep.sweep(args.targets, args.rates, args.duration, args.out, args.server, args.label,
                                _tokenizer(args.tokenizer), args.cost_per_hour, args.timeout,
-                               args.stop_after_fail, args.min_success, args.p90_bound)
+                               args.stop_after_fail, args.min_success, args.p90_bound,
+                               slo_ttft=args.slo_ttft, slo_itl=args.slo_itl)
             best = plots.sustained(rows, args.label)
             print(f"sustained: {best['offered_rps']:g} rps" if best else "sustained: no rate passed")
         else:

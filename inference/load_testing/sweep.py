@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llmhub.errors import HubError
 
-from . import attacker
+from . import attacker, streaming
 from .targets import read_meta, read_targets
 
 NS = attacker.NS
@@ -64,6 +64,8 @@ def run_vegeta(targets: Path, rate: float, duration: float, timeout: float, raw:
 
 def answer_text(server: str, body: bytes) -> str:
     """The generated text in a successful response of each server type."""
+    if server == "openai":
+        return streaming.text_of(body)
     try:
         obj = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -77,8 +79,10 @@ def answer_text(server: str, body: bytes) -> str:
 
 
 def summarise(report: dict, results: list[dict], meta: list[dict], tokenizer, server: str,
-              rate: float, dollars_per_hour: float, label: str) -> dict:
-    """One CSV row: offered vs achieved rate, success, latency, tokens and cost."""
+              rate: float, dollars_per_hour: float, label: str, slo_ttft: float = float("inf"),
+              slo_itl: float = float("inf")) -> dict:
+    """One CSV row: offered vs achieved rate, success, latency, tokens and cost (and, for streamed
+    requests, TTFT, ITL, output tokens/s and goodput)."""
     ok = [r for r in results if 200 <= r["code"] < 400]
     n_targets = max(len(meta), 1)
     tokens_in = [meta[r["seq"] % n_targets]["input_tokens"] for r in ok] if meta else []
@@ -96,7 +100,9 @@ def summarise(report: dict, results: list[dict], meta: list[dict], tokenizer, se
             "mean_output_tokens": round(sum(tokens_out) / len(tokens_out), 1) if tokens_out else None,
             "tokens_per_s": round(thr * per_request, 2) if per_request else None,
             "dollars_per_hour": dollars_per_hour,
-            "cost_per_1k_tokens": cost, "status_codes": report["status_codes"]}
+            "cost_per_1k_tokens": cost, "status_codes": report["status_codes"],
+            **(streaming.stats(results, (report["duration"] + report["wait"]) / NS, slo_ttft, slo_itl)
+               if server == "openai" else {})}
 
 
 def passes(row: dict, min_success: float, p90_bound: float) -> bool:
@@ -106,16 +112,17 @@ def passes(row: dict, min_success: float, p90_bound: float) -> bool:
 def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str | Path, server: str,
           label: str, tokenizer=None, dollars_per_hour: float = 1.624, timeout: float = 30.0,
           stop_after_fail: bool = False, min_success: float = 0.99, p90_bound: float = float("inf"),
-          between=None, log=sys.stderr) -> list[dict]:
+          between=None, log=sys.stderr, slo_ttft: float = float("inf"), slo_itl: float = float("inf")) -> list[dict]:
     """Attack at each rate in ascending order; returns the summary rows. With stop_after_fail the
     sweep ends at the first rate that misses min_success or the p90 bound (higher rates would too)."""
     targets = Path(targets)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded, meta = read_targets(targets), read_meta(targets)
-    use_vegeta = vegeta_path() is not None
+    use_vegeta = vegeta_path() is not None and not any(t["stream"] for t in loaded)
     if not use_vegeta:
-        print("vegeta not found on PATH; using the built-in open-loop attacker "
+        why = "streamed targets (Vegeta cannot time the first token)" if vegeta_path() else "vegeta not found on PATH"
+        print(f"{why}; using the built-in open-loop attacker "
               "(inference/load_testing/attacker.py), same report fields", file=log, flush=True)
     rows = []
     for rate in check_rates(rates):
@@ -129,13 +136,14 @@ def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str
             rep = attacker.report(results)
             results = attacker.public(results)
         raw.write_text("".join(json.dumps(r) + "\n" for r in results))
-        row = summarise(rep, results, meta, tokenizer, server, rate, dollars_per_hour, label)
+        row = summarise(rep, results, meta, tokenizer, server, rate, dollars_per_hour, label, slo_ttft, slo_itl)
         row["passed"] = passes(row, min_success, p90_bound)
         (out / f"rate_{rate:g}.json").write_text(json.dumps({"report": rep, "summary": row}, indent=2) + "\n")
         rows.append(row)
         print(f"{label}: offered {rate:g} rps -> achieved {row['achieved_rps']:.2f}, success "
               f"{row['success']:.1%}, throughput {row['throughput_rps']:.2f} rps, p90 {row['p90_s']:.2f} s, "
-              f"codes {row['status_codes']}", file=log, flush=True)
+              f"codes {row['status_codes']}" + (f", TTFT p50 {row['ttft_p50_s']} s, goodput {row['goodput_rps']} rps"
+                                                 if "ttft_p50_s" in row else ""), file=log, flush=True)
         if stop_after_fail and not row["passed"]:
             break
     return rows

@@ -11,6 +11,8 @@ Server types and what their body holds:
   ray      POST /predict         same as fastapi (inference/ray_serve.py)
   tgi      POST /generate        {"inputs": rendered prompt, "parameters": {"max_new_tokens"}}
   vllm     POST /v1/completions  {"model", "prompt": rendered prompt, "max_tokens", "temperature": 0}
+  openai   POST /v1/completions  the same with "stream": true: any OpenAI-compatible server (ours, vLLM,
+                                 TGI's /v1), timed per token (streaming.py: TTFT, ITL, goodput)
 TGI and vLLM serve a merged model and know nothing of our templates, so their bodies carry the
 prompt already rendered with the same template (llmhub.prompts).
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 from llmhub import data as data_mod
 from llmhub.errors import HubError
 
-SERVERS = {"fastapi": "/predict", "ray": "/predict", "tgi": "/generate", "vllm": "/v1/completions"}
+SERVERS = {"fastapi": "/predict", "ray": "/predict", "tgi": "/generate", "vllm": "/v1/completions",
+           "openai": "/v1/completions"}
 
 
 def check_server(server: str) -> str:
@@ -68,7 +71,10 @@ def body(server: str, raw: str, prompt: str, max_new_tokens: int | None, model_n
         return {"prompt": raw, **({"max_new_tokens": max_new_tokens} if max_new_tokens else {})}
     if server == "tgi":
         return {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens or 50}}
-    return {"model": model_name, "prompt": prompt, "max_tokens": max_new_tokens or 50, "temperature": 0}
+    body = {"model": model_name, "prompt": prompt, "max_tokens": max_new_tokens or 50, "temperature": 0}
+    if server == "openai":
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
 
 
 def write_targets(path: str | Path, server: str, url: str, raws: list[str], prompts: list[str],
@@ -105,14 +111,22 @@ def read_targets(path: str | Path) -> list[dict]:
             continue
         try:
             t = json.loads(line)
-            out.append({"method": t.get("method", "GET"), "url": t["url"],
-                        "body": base64.b64decode(t.get("body") or b""),
+            body = base64.b64decode(t.get("body") or b"")
+            out.append({"method": t.get("method", "GET"), "url": t["url"], "body": body, "stream": streamed(body),
                         "headers": {k: v[0] if isinstance(v, list) else v for k, v in (t.get("header") or {}).items()}})
         except (json.JSONDecodeError, KeyError, ValueError) as e:
             raise HubError(f"{path}:{i}: not a Vegeta JSON target ({e})") from None
     if not out:
         raise HubError(f"{path} holds no targets")
     return out
+
+
+def streamed(body: bytes) -> bool:
+    """Whether a request body asks for a stream of server-sent events."""
+    try:
+        return json.loads(body).get("stream") is True
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
 
 
 def read_meta(targets: str | Path) -> list[dict]:

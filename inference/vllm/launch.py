@@ -3,12 +3,15 @@
   make -C inference/vllm venv                                   # once: inference/vllm/.venv
   python inference/vllm/launch.py --experiment_dir experiments/llama2-summ --port 8001
   python inference/vllm/launch.py --model merged/llama2-summ --port 8001
+  python inference/vllm/launch.py --experiment_dir experiments/a --adapter b=experiments/b   # two adapters
 
 An experiment trained with an adapter is served as its base model plus the adapter, unmerged
 (`--enable-lora`, rank limit read from the adapter's adapter_config.json), under the model name
 `--name` (default: the experiment folder's name); the base answers as the base's folder name. A
 fully fine-tuned experiment, a merged folder (inference/merge.py) or a plain model folder is served
-as is. Requests: POST /v1/completions {"model": NAME, "prompt": rendered prompt, "max_tokens": n}.
+as is. `--adapter NAME=EXP_DIR` (repeatable) adds more adapters trained on the same base, as our
+server's flag of the same name does. Requests: POST /v1/completions {"model": NAME, "prompt": rendered
+prompt, "max_tokens": n}.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--experiment_dir", help="a trained experiment (config.yaml + model/)")
     src.add_argument("--model", help="a merged or plain model folder, or a registry name")
     p.add_argument("--name", help="model name clients ask for (default: the folder's name)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=EXP_DIR",
+                   help="one more LoRA experiment on the same base, served as NAME (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32 (default: %(default)s)")
@@ -51,6 +56,26 @@ def lora_rank(adapter_dir: Path) -> int:
     return bigger[0]
 
 
+def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> list[str]:
+    """vLLM's LoRA flags for the experiments `served` plus every NAME=EXP_DIR of `specs`, all of
+    which must be adapters of `base`; the rank limit fits the largest adapter."""
+    from llmhub.catalog import base_of, parse_adapter
+
+    for spec in specs:
+        name, exp = parse_adapter(spec)
+        if not (exp / "config.yaml").is_file():
+            raise HubError(f"--adapter {spec}: {exp} is not an experiment directory (no config.yaml)")
+        if base_of(exp) != base:
+            raise HubError(f"--adapter {spec}: trained on {base_of(exp)}, not on the served base {base}")
+        served.append((name, exp))
+    if not served:
+        return []
+    rank = max(lora_rank(exp / "model") for _, exp in served)
+    # one --lora-modules with every module: vLLM keeps only the last of repeated flags
+    return ["--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(len(served)), "--lora-modules",
+            *(f"{name}={(exp / 'model').resolve()}" for name, exp in served)]
+
+
 def command(args) -> list[str]:
     """The vLLM command line for an experiment or a model folder."""
     from llmhub.models import resolve_path
@@ -59,20 +84,21 @@ def command(args) -> list[str]:
            "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
     if args.model:
         folder = Path(resolve_path(args.model))
-        return cmd + ["--model", str(folder), "--served-model-name", args.name or folder.name]
+        cmd += ["--model", str(folder), "--served-model-name", args.name or folder.name]
+        return cmd + lora_flags(str(folder.resolve()), [], args.adapter)
     exp = Path(args.experiment_dir)
     if not (exp / "config.yaml").is_file():
         raise HubError(f"{exp} is not an experiment directory (no config.yaml)")
     model_dir = exp / "model"
     name = args.name or exp.resolve().name
     if (model_dir / "adapter_config.json").is_file():
-        from llmhub.config import load_yaml
+        from llmhub.catalog import base_of
 
-        base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        base = load_yaml(exp / "config.yaml").get("model", {}).get("pretrained_ckpt") or base
-        folder = Path(resolve_path(base))
-        return cmd + ["--model", str(folder), "--served-model-name", folder.name, "--enable-lora",
-                      "--max-lora-rank", str(lora_rank(model_dir)), "--lora-modules", f"{name}={model_dir.resolve()}"]
+        folder = Path(base_of(exp))
+        return cmd + ["--model", str(folder), "--served-model-name", folder.name] + \
+            lora_flags(str(folder), [(name, exp)], args.adapter)
+    if args.adapter:
+        raise HubError(f"--adapter needs a base model: {exp} is fully fine-tuned (no adapter_config.json)")
     if (model_dir / "config.json").is_file():
         return cmd + ["--model", str(model_dir.resolve()), "--served-model-name", name]
     raise HubError(f"{model_dir} holds neither an adapter (adapter_config.json) nor a model (config.json)")

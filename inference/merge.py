@@ -97,8 +97,7 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     model.eval()
     tok = models.load_tokenizer(str(model_dir), family)
     # The same prompts the server would build, so the check covers the template tokens too.
-    prompts = Predictor(model, tok, family, models.PROMPT_STYLE[family], "classification" if labels else
-                        "generation", labels, cfg.data.max_source_length, 1, 1).render(CHECK_TEXTS)
+    prompts = Predictor.build(model, tok, family, cfg, labels, name=str(exp)).render(CHECK_TEXTS)
     before = logits_of(model, tok, family, prompts, cfg.data.max_source_length)
     merged = model.merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")

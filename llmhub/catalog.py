@@ -102,7 +102,7 @@ def build(primary: Predictor, experiment_dir: str | None, model: str | None, ada
         cfg = resolve(config_file=exp / "config.yaml", layers=[("", overrides)])
         if weights:
             primary.model = attach(primary.model, exp / "model", name)
-        rules = Predictor._build(primary.model, primary.tokenizer, primary.family, cfg,
+        rules = Predictor.build(primary.model, primary.tokenizer, primary.family, cfg,
                                  trained_labels(exp / "model"), name=str(exp))
         cat.add(Route(name, rules, name, Path(base).name))
     return cat

@@ -60,7 +60,7 @@ class Predictor:
             tok, model = load_trained(exp_dir, cfg, family)
         else:
             tok, model = models.load_tokenizer(str(exp_dir / "model"), family), None
-        return cls._build(model, tok, family, cfg, trained_labels(exp_dir / "model"), name=str(exp_dir))
+        return cls.build(model, tok, family, cfg, trained_labels(exp_dir / "model"), name=str(exp_dir))
 
     @classmethod
     def from_model(cls, name: str, overrides: dict | None = None, weights: bool = True) -> "Predictor":
@@ -75,7 +75,7 @@ class Predictor:
         tok = models.load_tokenizer(str(path), family)
         model = None if not weights else models.load_base_model(str(path), family, models.resolve_dtype(cfg.model.torch_dtype),
                                        num_labels=len(labels) or None, label_names=labels or None)
-        return cls._build(model, tok, family, cfg, labels, name=name)
+        return cls.build(model, tok, family, cfg, labels, name=name)
 
     @classmethod
     def load(cls, experiment_dir: str | None = None, model: str | None = None,
@@ -89,7 +89,8 @@ class Predictor:
         return cls.from_model(model, overrides, weights)
 
     @classmethod
-    def _build(cls, model, tok, family: str, cfg: RunConfig, labels: list[str], name: str) -> "Predictor":
+    def build(cls, model, tok, family: str, cfg: RunConfig, labels: list[str], name: str) -> "Predictor":
+        """A Predictor of a loaded model with the run's prompt rules (template, format, budgets)."""
         spec = data_mod.task_spec(cfg.data)
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{name}' only does classification, not task '{cfg.data.task}'")

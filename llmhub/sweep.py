@@ -133,6 +133,14 @@ def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gp
     raise HubError(f"unknown backend '{backend}'; allowed: local, ray")
 
 
+def select(runs: list[Run], names: list[str]) -> list[Run]:
+    """The runs named by --only (all of them when none are named); an unknown name is an error."""
+    unknown = sorted(set(names) - {r.name for r in runs})
+    if unknown:
+        raise HubError(f"--only: no run named {', '.join(unknown)}; runs: {', '.join(r.name for r in runs)}")
+    return [r for r in runs if r.name in names] if names else runs
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of experiments from a YAML file (resumable)",
                        description=f"{__doc__}\n{grid.__doc__}", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,6 +152,8 @@ def add_parser(sub) -> None:
                    help="override a config key in every run, e.g. --set data_dir=../data --set train_samples=64")
     p.add_argument("--grid", dest="axes", action="append", default=[], metavar="KEY=V1,V2",
                    help="replace (or add) a grid axis, e.g. --grid lora_r=4,8 to shrink a sweep")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only the named runs (repeatable, or comma-separated), e.g. --only lora,full")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
                    help="local: one run after another; ray: one Ray task per run")
     p.add_argument("--gpus_per_trial", type=float, default=None,
@@ -157,6 +167,7 @@ def main(args) -> None:
     spec = load_grid(args.grid)
     root = Path(args.output_root) if args.output_root else default_output_root(args.grid, spec)
     runs = expand(spec, root, parse_sets(args.set), parse_axes(args.axes), src=str(args.grid))
+    chosen = select(runs, [n for item in args.only for n in item.split(",") if n])
     if not args.dry_run:
         from .results import write_json
 
@@ -169,7 +180,7 @@ def main(args) -> None:
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,
                                                    "overrides": r.overrides} for r in runs]})
     try:
-        results = run_sweep(runs, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,
+        results = run_sweep(chosen, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,
                             args.ray_address)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume (finished runs are skipped)", file=sys.stderr)

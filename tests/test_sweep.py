@@ -97,6 +97,12 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, capsys):
     main(["sweep", str(grid), "--output_root", str(tmp_path / "out"), "--dry-run", "--set", "epochs=1"])
     out = capsys.readouterr().out
     assert out.count("run ") >= 3 and "r8" in out and "3 runs: 3 to run, 0 finished" in out
+    main(["sweep", str(grid), "--output_root", str(tmp_path / "out"), "--dry-run", "--only", "r2,r8"])
+    out = capsys.readouterr().out
+    assert "2 runs: 2 to run" in out and "r4" not in out
+    with pytest.raises(SystemExit):
+        main(["sweep", str(grid), "--output_root", str(tmp_path / "out"), "--dry-run", "--only", "r3"])
+    assert "no run named r3; runs: r2, r4, r8" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

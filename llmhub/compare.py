@@ -34,16 +34,21 @@ def scores(r: Record) -> tuple[list[str], dict] | None:
     return r._scores
 
 
+def interval(r: Record, metric: str) -> tuple[float, float] | None:
+    """The metric's 95 % bootstrap interval, where per-example scores exist."""
+    found = scores(r)
+    if not found or metric not in found[1]:
+        return None
+    return stats.bootstrap_interval(found[1][metric], seed=SEED)
+
+
 def cell(r: Record, metric: str) -> str:
     """The metric, with its interval where per-example scores exist: '45.12 [43.01, 47.30]'."""
     value = r.metrics.get(metric)
     if not isinstance(value, (int, float)):
         return "-"
-    found = scores(r)
-    if not found or metric not in found[1]:
-        return f"{value:.2f}"
-    low, high = stats.bootstrap_interval(found[1][metric], seed=SEED)
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+    bounds = interval(r, metric)
+    return f"{value:.2f}" if bounds is None else f"{value:.2f} [{bounds[0]:.2f}, {bounds[1]:.2f}]"
 
 
 def reference(rs: list[Record]) -> Record | None:

@@ -6,10 +6,11 @@
 `<!-- BEGIN results:NAME -->` and `<!-- END results:NAME -->` in each README (everything outside
 the markers stays byte-identical).
 
-Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, sweeps.
+Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cost, methods, sweeps.
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
 records.py) feed the ablation tables; the others feed sample efficiency, baselines and cost, so a
-rank ablation never shows up as a sample-size point.
+rank ablation never shows up as a sample-size point. Studies that vary `method` get the methods table
+(quality with intervals beside what each method cost) and a Pareto plot, assets/pareto_<study>.png.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from . import compare
 from .errors import HubError
 from .records import METHOD_LABEL, Record, load_records
 
-TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "sweeps")
+TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "methods", "sweeps")
 LORA_KEYS = ("epochs", "lora_r", "lora_alpha", "lora_dropout")
 PREFIX_KEYS = ("epochs", "num_virtual_tokens", "prefix_projection", "lora_dropout")
 MODE_ORDER = {"zero-shot": 0, "few-shot": 1, "finetune": 2}
@@ -213,6 +214,89 @@ def sweeps(records: list[Record]) -> str:
     return "\n\n".join(out)
 
 
+def _compares_methods(r: Record) -> bool:
+    return "method" in {k.split(".")[-1] for k in r.study.get("varied") or []}
+
+
+def _method_studies(records: list[Record]) -> dict[Path, list[Record]]:
+    """Studies that vary `method`, by sweep folder; prompting rows first, then methods in METHOD_LABEL
+    order, then by training-set size."""
+    order = {m: i for i, m in enumerate(METHOD_LABEL)}
+    groups = defaultdict(list)
+    for r in records:
+        if _compares_methods(r):
+            groups[r.path.parent.parent].append(r)
+    return {folder: sorted(rs, key=lambda r: (MODE_ORDER.get(r.mode, 3), r.examples or 0,
+                                              order.get(r.flat.get("method"), len(order)), r.path.parent.name))
+            for folder, rs in sorted(groups.items())}
+
+
+def _method(r: Record) -> str:
+    return r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), str(r.flat.get("method")))
+
+
+def _parameters(r: Record) -> str:
+    """Trainable parameters, and their share of the model's: '1.23M (0.91 %)'."""
+    n, total = r.train.get("trainable_params"), r.train.get("total_params")
+    if not isinstance(n, int):
+        return "-"
+    share = f" ({100 * n / total:.2g} %)" if isinstance(total, int) and total else ""
+    return f"{n / 1e6:.3g}M{share}"
+
+
+def methods(records: list[Record]) -> str:
+    """Method comparisons: per run, test metrics with intervals, validation loss (what selects), the
+    p-value against the reference, and what the method cost to train."""
+    out = []
+    for folder, rs in _method_studies(records).items():
+        metrics = CLS_METRICS[:2] if all(r.kind == "classification" for r in rs) else GEN_METRICS[:3]
+        rows = [[r.path.parent.name, _method(r), r.examples or "-", _parameters(r)]
+                + [compare.cell(r, m) for m, _ in metrics] for r in rs]
+        headers, rows = _compared(rs, ["Run", "Method", "Train examples", "Trainable params"]
+                                  + [h for _, h in metrics], rows, metrics[0])
+        rows = [row + [_duration(r.train.get("seconds")), fmt(r.train.get("tokens_per_second"), 0),
+                       fmt(r.train.get("peak_memory_mb"), 0),
+                       f"${r.train['cost_usd']:.4f}" if isinstance(r.train.get("cost_usd"), (int, float)) else "-"]
+                for r, row in zip(rs, rows)]
+        headers += ["Training time", "Tokens/s", "Peak memory (MB)", "Training cost"]
+        per_hour = sorted({r.train.get("cost_per_hour_usd") for r in rs if r.train.get("cost_per_hour_usd")})
+        out.append(f"**{folder.name}** ({', '.join(sorted({r.hardware for r in rs}))})\n\n" + markdown(headers, rows)
+                   + _note(rs) + f" Training time includes the validation evaluations; cost = training time x "
+                   f"{', '.join(f'${h:g}' for h in per_hour) or 'the configured $'}/hour (`cost_per_hour`); tokens/s "
+                   "counts real (unpadded) training tokens.")
+    return "\n\n".join(out)
+
+
+def plot_pareto(records: list[Record], assets: Path) -> dict[Path, Path]:
+    """Per method study: the main test metric (95 % interval bars) against training cost, the
+    frontier of runs no other run beats on both drawn as a step line; assets/pareto_<study>.png."""
+    paths = {}
+    for folder, rs in _method_studies(records).items():
+        key, name = (CLS_METRICS if rs[0].kind == "classification" else GEN_METRICS)[0]
+
+        def draw(ax, rs=rs, key=key, name=name, folder=folder):
+            points = []
+            for i, r in enumerate(rs):
+                x, y = r.train.get("cost_usd") or 0.0, r.metrics[key]
+                low, high = compare.interval(r, key) or (y, y)
+                ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", color=f"C{i % 10}", capsize=3,
+                            label=f"{r.path.parent.name} ({_method(r)})")
+                points.append((x, y))
+            frontier, best = [], float("-inf")
+            for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+                if y > best:
+                    frontier.append((x, y))
+                    best = y
+            ax.step(*zip(*frontier), where="post", color="grey", alpha=0.5, lw=1, label="Pareto frontier")
+            ax.set_xlabel(f"training cost (USD at ${rs[0].train.get('cost_per_hour_usd') or 0:g}/hour; prompting = 0)")
+            ax.set_ylabel(f"test {name} (%)")
+            ax.set_title(f"{folder.name}: {name} vs training cost")
+            ax.legend(fontsize=6, ncol=2)
+        name_ = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(folder.parts[-2:]))
+        paths[folder] = _plot(assets / f"pareto_{name_}.png", draw)
+    return paths
+
+
 def _compared(rs: list[Record], headers: list[str], rows: list[list], metric: tuple) -> tuple[list[str], list[list]]:
     """Add what a comparison needs where the runs have it: validation loss with the best run marked
     (selection by validation, never by test) and the paired p-value against the study's reference."""
@@ -235,7 +319,7 @@ def _note(rs: list[Record], selects: bool = True) -> str:
 
 
 BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,
-            "cost": cost, "sweeps": sweeps}
+            "cost": cost, "methods": methods, "sweeps": sweeps}
 
 
 def _plot(path: Path, draw) -> Path:
@@ -365,8 +449,10 @@ def readme_blocks(records: list[Record], root: Path, readme: Path, command: str,
     for name, table in tables.items():
         used = records if name == "sample-efficiency" else own
         body = table or f"_No results for this table under `{_shown(root if inside else scope)}` yet._"
-        image = plots.get(name)
-        if image and table:
+        images = plots.get(name)  # one plot, or one per study folder (only this README's studies)
+        if isinstance(images, dict):
+            images = [path for folder, path in images.items() if any(r.path.parent.parent == folder for r in used)]
+        for image in (images if isinstance(images, list) else [images] if images else []) if table else []:
             rel = os.path.relpath(image, readme.resolve().parent).replace(os.sep, "/")
             body += f"\n\n![{name}]({rel})"
         blocks[name] = _caption(used, command) + "\n\n" + body
@@ -393,10 +479,12 @@ def main(args) -> None:
     for name, table in tables.items():
         print(f"## {name}\n\n{table or '(no results for this table)'}\n")
     plots = {"sample-efficiency": plot_sample_efficiency(records, assets / "accuracy_vs_samples.png", args.reference),
-             "baselines": plot_rouge(records, assets / "rouge_by_method.png")}
+             "baselines": plot_rouge(records, assets / "rouge_by_method.png"),
+             "methods": plot_pareto(records, assets)}
     from .curves import plot_loss_curves
 
-    for path in [*filter(None, plots.values()), *plot_loss_curves(records, assets)]:
+    drawn = [p for p in plots.values() if isinstance(p, Path)] + list(plots["methods"].values())
+    for path in [*drawn, *plot_loss_curves(records, assets)]:
         print(f"plot: {_shown(path)}")
     for readme in map(Path, args.readme):
         if not readme.is_file():

@@ -107,3 +107,25 @@ def test_baselines_and_fine_tuning_are_compared_in_their_study(tmp_path):
     rows = [ln.split(" | ") for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| Run")]
     assert [r[1] for r in rows] == ["zero-shot", "few-shot", "finetune"]
     assert rows[0][-1] == "ref |" and rows[2][-1] == "< 0.001 |"
+
+
+def test_method_table_and_pareto_plot(tmp_path):
+    root = study(tmp_path)
+    fake(root, "other/s/lora", {"accuracy": 50.0, "f1_macro": 50.0, "unmatched_rate": 0.0}, pretrained_ckpt="m",
+         task="classification")  # not a method study: no row, no plot
+    records = report.load_records(root)
+    table = report.build(records)["methods"]
+    header, _, *rows = [ln for ln in table.splitlines() if ln.startswith("|")]
+    assert header.startswith("| Run | Method | Train examples | Trainable params | Accuracy | Macro F1 | Validation loss |")
+    assert header.endswith("| Training time | Tokens/s | Peak memory (MB) | Training cost |")
+    cells = {r.split(" | ")[0][2:]: r.split(" | ") for r in rows}
+    assert list(cells) == ["lora_run", "prompt_run", "ia3_run", "full_run"]  # methods in a fixed order
+    assert cells["full_run"][1:4] == ["full FT", "266", "1e-05M (10 %)"] and cells["lora_run"][7] == "ref"
+    assert cells["full_run"][-4:] == ["90 s", "11", "512", "$0.0303 |"]
+    assert "other" not in table and "1.212/hour" in table
+    plots = report.plot_pareto(records, tmp_path / "assets")
+    assert list(plots) == [root / "m" / "methods"] and plots[root / "m" / "methods"].read_bytes()[:4] == b"\x89PNG"
+    blocks = report.readme_blocks(records, root, tmp_path / "m" / "README.md", "cmd", {"methods": plots}, False)
+    assert "![methods](../assets/pareto_m_methods.png)" in blocks["methods"]
+    other = report.readme_blocks(records, root, tmp_path / "other" / "README.md", "cmd", {"methods": plots}, False)
+    assert "pareto" not in other["methods"] and "_No results for this table" in other["methods"]

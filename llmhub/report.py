@@ -10,7 +10,7 @@ Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cos
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
 records.py) feed the ablation tables; the others feed sample efficiency, baselines and cost, so a
 rank ablation never shows up as a sample-size point. Studies that vary `method` get the methods table
-(quality with intervals beside what each method cost) and a Pareto plot, assets/pareto_<study>.png.
+(quality with intervals beside what each method cost). The figures: llmhub/plots.py.
 """
 from __future__ import annotations
 
@@ -267,36 +267,6 @@ def methods(records: list[Record]) -> str:
     return "\n\n".join(out)
 
 
-def plot_pareto(records: list[Record], assets: Path) -> dict[Path, Path]:
-    """Per method study: the main test metric (95 % interval bars) against training cost, the
-    frontier of runs no other run beats on both drawn as a step line; assets/pareto_<study>.png."""
-    paths = {}
-    for folder, rs in _method_studies(records).items():
-        key, name = (CLS_METRICS if rs[0].kind == "classification" else GEN_METRICS)[0]
-
-        def draw(ax, rs=rs, key=key, name=name, folder=folder):
-            points = []
-            for i, r in enumerate(rs):
-                x, y = r.train.get("cost_usd") or 0.0, r.metrics[key]
-                low, high = compare.interval(r, key) or (y, y)
-                ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", color=f"C{i % 10}", capsize=3,
-                            label=f"{r.path.parent.name} ({_method(r)})")
-                points.append((x, y))
-            frontier, best = [], float("-inf")
-            for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
-                if y > best:
-                    frontier.append((x, y))
-                    best = y
-            ax.step(*zip(*frontier), where="post", color="grey", alpha=0.5, lw=1, label="Pareto frontier")
-            ax.set_xlabel(f"training cost (USD at ${rs[0].train.get('cost_per_hour_usd') or 0:g}/hour; prompting = 0)")
-            ax.set_ylabel(f"test {name} (%)")
-            ax.set_title(f"{folder.name}: {name} vs training cost")
-            ax.legend(fontsize=6, ncol=2)
-        name_ = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(folder.parts[-2:]))
-        paths[folder] = _plot(assets / f"pareto_{name_}.png", draw)
-    return paths
-
-
 def _compared(rs: list[Record], headers: list[str], rows: list[list], metric: tuple) -> tuple[list[str], list[list]]:
     """Add what a comparison needs where the runs have it: validation loss with the best run marked
     (selection by validation, never by test) and the paired p-value against the study's reference."""
@@ -320,65 +290,6 @@ def _note(rs: list[Record], selects: bool = True) -> str:
 
 BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,
             "cost": cost, "methods": methods, "sweeps": sweeps}
-
-
-def _plot(path: Path, draw) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    draw(ax)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: reruns give equal files
-    plt.close(fig)
-    return path
-
-
-def plot_sample_efficiency(records: list[Record], path: Path, reference: bool = False) -> Path | None:
-    """Accuracy vs training samples, one line per model (+ the original study's, dashed, if asked)."""
-    rs = [r for r in records if r.mode == "finetune" and r.kind == "classification" and not r.ablation and r.examples]
-    if not rs:
-        return None
-    series = defaultdict(lambda: defaultdict(list))
-    for r in rs:
-        series[r.label][r.examples].append(r.metrics["accuracy"])
-
-    def draw(ax):
-        for label, points in sorted(series.items()):
-            xs = sorted(points)
-            ax.plot(xs, [_mean(points[x]) for x in xs], marker="o", label=label)
-        for label, points in (REFERENCE.items() if reference else []):
-            ax.plot(sorted(points), [points[x] for x in sorted(points)], ls="--", alpha=0.6,
-                    label=f"{label} ({REFERENCE_LABEL})")
-        ax.set_xscale("log")
-        ax.set_xlabel("training samples")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title("20 Newsgroups: accuracy vs training samples")
-        ax.legend(fontsize=7)
-    return _plot(path, draw)
-
-
-def plot_rouge(records: list[Record], path: Path) -> Path | None:
-    """ROUGE-1/2/L per model and method (zero-shot, few-shot, fine-tuned) on summarization."""
-    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + _latest_finetunes(records)
-    rs = sorted((r for r in rs if r.kind == "generation"), key=lambda r: (r.task, r.model, MODE_ORDER.get(r.mode, 3)))
-    if not rs:
-        return None
-
-    def draw(ax):
-        width = 0.8 / 3
-        for i, (key, name) in enumerate(GEN_METRICS[:3]):
-            ax.bar([j + i * width for j in range(len(rs))], [r.metrics.get(key) or 0 for r in rs], width, label=name)
-        ax.set_xticks([j + width for j in range(len(rs))])
-        ax.set_xticklabels([f"{r.label}\n{r.task}" for r in rs], rotation=20, ha="right", fontsize=7)
-        ax.set_ylabel("ROUGE F1 (%)")
-        ax.set_title("ROUGE by method")
-        ax.legend(fontsize=8)
-    return _plot(path, draw)
 
 
 MARKER = re.compile(r"(<!-- BEGIN results:([\w.-]+) -->)(.*?)(<!-- END results:\2 -->)", re.S)
@@ -478,13 +389,14 @@ def main(args) -> None:
     tables = build(records, args.reference)
     for name, table in tables.items():
         print(f"## {name}\n\n{table or '(no results for this table)'}\n")
-    plots = {"sample-efficiency": plot_sample_efficiency(records, assets / "accuracy_vs_samples.png", args.reference),
-             "baselines": plot_rouge(records, assets / "rouge_by_method.png"),
-             "methods": plot_pareto(records, assets)}
-    from .curves import plot_loss_curves
+    from . import plots as figures  # matplotlib only when drawing
 
+    plots = {"sample-efficiency": figures.plot_sample_efficiency(records, assets / "accuracy_vs_samples.png",
+                                                                 args.reference),
+             "baselines": figures.plot_rouge(records, assets / "rouge_by_method.png"),
+             "methods": figures.plot_pareto(records, assets)}
     drawn = [p for p in plots.values() if isinstance(p, Path)] + list(plots["methods"].values())
-    for path in [*drawn, *plot_loss_curves(records, assets)]:
+    for path in [*drawn, *figures.plot_loss_curves(records, assets)]:
         print(f"plot: {_shown(path)}")
     for readme in map(Path, args.readme):
         if not readme.is_file():

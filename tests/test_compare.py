@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from llmhub import compare, report
+from llmhub import compare, plots, report
 from test_report import declare, fake
 
 LABELS = ["a", "b", "c"]
@@ -123,9 +123,9 @@ def test_method_table_and_pareto_plot(tmp_path):
     assert cells["full_run"][1:4] == ["full FT", "266", "1e-05M (10 %)"] and cells["lora_run"][7] == "ref"
     assert cells["full_run"][-4:] == ["90 s", "11", "512", "$0.0303 |"]
     assert "other" not in table and "1.212/hour" in table
-    plots = report.plot_pareto(records, tmp_path / "assets")
-    assert list(plots) == [root / "m" / "methods"] and plots[root / "m" / "methods"].read_bytes()[:4] == b"\x89PNG"
-    blocks = report.readme_blocks(records, root, tmp_path / "m" / "README.md", "cmd", {"methods": plots}, False)
+    drawn = plots.plot_pareto(records, tmp_path / "assets")
+    assert list(drawn) == [root / "m" / "methods"] and drawn[root / "m" / "methods"].read_bytes()[:4] == b"\x89PNG"
+    blocks = report.readme_blocks(records, root, tmp_path / "m" / "README.md", "cmd", {"methods": drawn}, False)
     assert "![methods](../assets/pareto_m_methods.png)" in blocks["methods"]
-    other = report.readme_blocks(records, root, tmp_path / "other" / "README.md", "cmd", {"methods": plots}, False)
+    other = report.readme_blocks(records, root, tmp_path / "other" / "README.md", "cmd", {"methods": drawn}, False)
     assert "pareto" not in other["methods"] and "_No results for this table" in other["methods"]

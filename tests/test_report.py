@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmhub import cli, report
+from llmhub import cli, plots, report
 from llmhub.config import RunConfig, apply_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,4 +216,4 @@ def test_report_on_a_real_tiny_sweep(tiny_models, data_dir, tmp_path, capsys):
     assert [ln.split(" | ")[0] for ln in tables["sample-efficiency"].splitlines()[2:4]] == ["| 8", "| 16"]
     assert tables["cost"].count(f"| {name} + full FT | classification |") == 2
     assert [ln.split(" | ")[0] for ln in tables["sweeps"].splitlines()[4:6]] == ["| n8", "| n16"]  # 8 < 16
-    assert report.plot_sample_efficiency(records, tmp_path / "a.png").exists()
+    assert plots.plot_sample_efficiency(records, tmp_path / "a.png").exists()

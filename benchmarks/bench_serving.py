@@ -1,185 +1,335 @@
-"""Naive vs batched inference server, same model, same requests: the highest sustained request rate.
+"""Head-to-head serving benchmark: the highest sustained request rate of six servers, same weights, same requests.
 
-SmolLM2-135M (real weights, offline) summarises SAMSum test dialogues of about 100 tokens with up to
-50 new tokens, as in the seeds' summarization load tests. Each mode runs as a real uvicorn process
-(inference/server.py) and faces an open-loop constant-rate attack (Vegeta when on PATH, else the
-built-in attacker) at rising rates. A rate is *sustained* when >= 99 % of its requests succeed and
-the p90 latency is within --p90_bound seconds (the same bound for both modes); the sweep of a mode
-stops at its first failing rate (and steps down when its first rate fails). Rates are multiples of
-the measured one-request service time S1 (naive: 1-2 / S1, batched: 3-8 / S1), so the sweep fits
-machines of any speed; every run sends at least --requests requests (24), so a backlog that grows
-at an unsustainable rate shows in its p90.
+Servers (`--servers`, default all, run in this order):
+  naive               ours, one request per forward pass (server.py --mode naive)
+  batched             ours, local engine, micro-batches (--mode batched)
+  continuous          ours, local engine, iteration-level batching (--mode continuous)
+  transformers-serve  `transformers serve --continuous-batching`, from --transformers_python's environment
+  vllm                vLLM's OpenAI server (inference/vllm/launch.py), from --vllm_python's environment
+  ours-vllm           ours in front of that same vLLM process (--engine vllm)
+Each is a real process on 127.0.0.1 serving SmolLM2-135M (real weights, offline) in the dtype `auto`
+resolves to here (bf16 on a CPU with native bf16, else fp32), with --threads compute threads. Every
+server gets the same requests: `POST /v1/completions` with the summarization template around a SAMSum
+test dialogue of about 100 tokens, greedy, up to 50 new tokens, streamed (so time to first token is
+measured the same way everywhere: inference/load_testing/streaming.py).
 
-Writes results/serving/bench_serving.{json,csv}, raw per-request results under
-results/serving/bench/, and the plot assets/serving_smollm2_samsum.png. Last line:
-`speedup=<batched sustained rate / naive sustained rate>`.
+Per server: one request alone (S1), then --burst requests at once (their throughput C is the
+"N at once" figure, and the search's yardstick), then open-loop constant-rate runs (inference/
+load_testing/sweep.py) from --start x C, up by x--step while runs pass, then once between the last
+pass and the first fail (at most --max_runs runs). A rate is *sustained* when >= 99 % of its
+requests succeed and the p90 latency is <= --p90_bound s, the same bound for every server; each run
+lasts >= --duration s and sends >= --requests requests, so a growing backlog shows in its p90. The
+p90 bound is 10 s: ~5 times one request's latency here, and a failing run ends at most 2 x 10 s
+after its last request. vLLM's prefix caching is off (the runs repeat prompts; ours has none).
 
-  python benchmarks/bench_serving.py --data_dir ../shared/data
+Writes results/serving/bench_serving.{json,csv} (every run; the JSON adds S1, burst, TTFT, load
+averages, provenance), raw per-request results under results/serving/bench/<server>/ with each
+server's log, and assets/serving_smollm2_samsum.png. A server that cannot start is recorded as
+unavailable with the reason, and the others still run. Last line, as ratios of sustained rates
+(n/a, with the reason printed above it, when a side is missing):
+  speedup_vs_naive=<best of batched, continuous, ours-vllm / naive> gateway_ratio=<ours-vllm / vllm>
+  local_vs_peer=<best of batched, continuous / transformers-serve>
+
+  python benchmarks/bench_serving.py --data_dir ../shared/data                 # all six, ~15-20 min here
+  python benchmarks/bench_serving.py --data_dir ../shared/data --servers batched,continuous,transformers-serve
 """
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
+import subprocess
+import sys
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from llmhub.cli import run
 from llmhub.errors import HubError
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVERS = {"naive": "ours, --mode naive", "batched": "ours, --mode batched (micro-batches)",
+           "continuous": "ours, --mode continuous", "transformers-serve": "transformers serve --continuous-batching",
+           "vllm": "vLLM (raw)", "ours-vllm": "ours in front of vLLM (--engine vllm)"}
+OURS, LOCAL = ("naive", "batched", "continuous", "ours-vllm"), ("batched", "continuous")
 
 
 def parse_args(argv=None):
+    from inference.vllm.launch import VENV_PYTHON
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="data", help="data folder holding samsum/test.jsonl")
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset (default: all)")
     p.add_argument("--model", default="smollm2-135m", help="served model (default: %(default)s)")
     p.add_argument("--max_new_tokens", type=int, default=50, help="tokens generated per request (default: %(default)s)")
     p.add_argument("--input_tokens", type=int, default=100, help="tokens per dialogue (default: %(default)s)")
-    p.add_argument("--duration", type=float, default=20, help="seconds per rate, at least (default: %(default)s)")
-    p.add_argument("--requests", type=int, default=24, help="requests per rate, at least: too few and a short "
-                   "run hides a backlog that is growing (default: %(default)s)")
-    p.add_argument("--p90_bound", type=float, default=30.0, help="p90 latency bound, s; 30 s is Vegeta's "
-                   "default request timeout (default: %(default)s)")
-    p.add_argument("--naive_grid", default="1,1.25,1.5,2", help="naive rates x 1/S1 (default: %(default)s)")
-    p.add_argument("--batched_grid", default="3,4,5,6,8", help="batched rates x 1/S1 (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per server (default: %(default)s): on a "
-                   "2-core machine shared with other jobs, 2 threads oversubscribe the cores and run ~6x slower")
-    p.add_argument("--max_batch_size", type=int, default=16, help="batched mode (default: %(default)s)")
-    p.add_argument("--max_wait_ms", type=float, default=200, help="batched mode (default: %(default)s)")
-    p.add_argument("--max_queue", type=int, default=64, help="both modes (default: %(default)s)")
+    p.add_argument("--p90_bound", type=float, default=10.0, help="p90 latency bound of a sustained rate, s "
+                   "(default: %(default)s); a request times out after twice this")
+    p.add_argument("--duration", type=float, default=15, help="seconds per rate, at least (default: %(default)s)")
+    p.add_argument("--requests", type=int, default=16, help="requests per rate, at least (default: %(default)s)")
+    p.add_argument("--burst", type=int, default=8,
+                   help="requests sent at once to size the search (default: %(default)s)")
+    p.add_argument("--start", type=float, default=0.7, help="first rate, x the burst throughput (default: %(default)s)")
+    p.add_argument("--step", type=float, default=1.5, help="rate factor between runs (default: %(default)s)")
+    p.add_argument("--max_runs", type=int, default=5, help="rate runs per server, at most (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="compute threads per server (default: %(default)s): on "
+                   "2 cores the load generator and vLLM's API process need the other one")
+    p.add_argument("--max_batch_size", type=int, default=16, help="ours, batched and continuous (default: %(default)s)")
+    p.add_argument("--max_wait_ms", type=float, default=200, help="ours, batched (default: %(default)s)")
+    p.add_argument("--max_queue", type=int, default=64, help="ours (default: %(default)s)")
+    p.add_argument("--upstream_in_flight", type=int, default=64, help="ours-vllm: requests in flight to vLLM "
+                   "(server.py --max_batch_size; vLLM batches them) (default: %(default)s)")
+    p.add_argument("--vllm_python", default=str(VENV_PYTHON), help="python of vLLM's environment "
+                   "(default: inference/vllm/.venv, made by `make -C inference/vllm venv`)")
+    p.add_argument("--kv_cache_gib", type=float, default=2, help="vLLM's KV cache (default: %(default)s)")
+    p.add_argument("--transformers_python", default=sys.executable,
+                   help="python of the environment whose `transformers serve` runs (default: this one)")
+    p.add_argument("--startup_timeout", type=float, default=600,
+                   help="seconds a server may take to start (default: %(default)s)")
     p.add_argument("--cost_per_hour", type=float, default=1.624, help="USD/hour for the cost column "
                    "(default: %(default)s, the seeds' g5.4xlarge; this CPU machine has no list price)")
     p.add_argument("--out", default=str(ROOT / "results" / "serving"), help="results folder")
     p.add_argument("--plot", default=str(ROOT / "assets" / "serving_smollm2_samsum.png"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [s for s in args.servers.split(",") if s not in SERVERS]
+    if unknown or not args.servers:
+        raise SystemExit(f"error: unknown server(s) {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    args.servers = [s for s in SERVERS if s in args.servers.split(",")]  # vLLM's two last: one vLLM process
+    return args
 
 
-def wait_idle(url: str, limit_s: float = 180.0) -> None:
-    """Until the server has nothing queued or running, so one rate's backlog never leaks into the next."""
-    import httpx
-
+def wait_idle(url: str, busy, limit_s: float = 120.0) -> None:
+    """Until `busy(url)` (requests queued or running) is 0, so one run's backlog never leaks into the next."""
     deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if httpx.get(url + "/health", timeout=10).json().get("in_flight", 0) == 0:
-            return
+    while busy(url) and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
-def one_request_seconds(url: str, body: bytes, n: int = 2) -> float:
-    """Median-free mean of n sequential requests after a warm-up one: the service time S1."""
+def ours_busy(url: str) -> int:
     import httpx
 
-    httpx.post(url + "/predict", content=body, timeout=600)
-    start = time.perf_counter()
-    for _ in range(n):
-        r = httpx.post(url + "/predict", content=body, timeout=600)
-        if r.status_code != 200:
-            raise HubError(f"calibration request failed: {r.status_code} {r.text[:200]}")
-    return (time.perf_counter() - start) / n
+    return httpx.get(url + "/health", timeout=10).json().get("in_flight", 0)
 
 
-def model_capacity(url: str) -> dict:
-    """From the server's own metrics: requests answered per second of model time, over every batch
-    it ran (calibration included). Unlike a short run's throughput, this has no start-up or drain
-    time in it: it is the rate the server could keep up with at the batch sizes that occurred."""
+def vllm_busy(url: str) -> int:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    m = {s.name: s.value for fam in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text)
-         for s in fam.samples if not s.labels}
-    size, secs, batches = m["llmhub_batch_size_sum"], m["llmhub_batch_seconds_sum"], m["llmhub_batch_size_count"]
-    return {"batches": int(batches), "mean_batch_size": size / batches, "model_seconds": secs,
-            "capacity_rps": size / secs}
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return int(sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name in ("vllm:num_requests_running", "vllm:num_requests_waiting")))
 
 
-def search(grid: list[float], attack, fallback_steps: int = 2) -> list[dict]:
-    """Rates of `grid` in ascending order until one fails; if the very first fails, step down by
-    x0.75 (at most fallback_steps times) until one passes, so a slow machine still gets a figure."""
-    rows = []
-    for rate in grid:
-        rows.append(attack(rate))
-        if not rows[-1]["passed"]:
-            break
-    rate = grid[0]
-    for _ in range(fallback_steps if not rows[0]["passed"] else 0):
-        rate = round(rate * 0.75, 3)
-        rows.insert(0, attack(rate))
-        if rows[0]["passed"]:
-            break
-    return rows
+def vllm_url(args, dtype: str, logs: Path, env: dict, keep: ExitStack, upstream: dict) -> str:
+    """vLLM's URL: started once, for both vLLM servers, and kept running in `keep`; a failure to
+    start is remembered in `upstream` and raised again for the second."""
+    from inference.launch import ServerProcess
+    from inference.vllm.launch import __file__ as launch
+
+    if not upstream:
+        try:
+            if not Path(args.vllm_python).is_file():
+                raise HubError(f"no vLLM environment: {args.vllm_python} does not exist "
+                               "(make -C inference/vllm venv, or pass --vllm_python)")
+            upstream["url"] = keep.enter_context(ServerProcess(
+                ["--model", args.model, "--dtype", dtype, "--python", args.vllm_python, "--kv_cache_gib",
+                 f"{args.kv_cache_gib:g}", "--no_prefix_caching"], script=launch, health="/v1/models",
+                log_path=logs / "vllm.log", startup_timeout=args.startup_timeout,
+                # its compute threads on cores 0..threads-1; vLLM's API process runs apart
+                env={**env, "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, range(args.threads)))})).url
+        except HubError as e:
+            upstream["error"] = f"vLLM did not start: {e}"
+    if "error" in upstream:
+        raise HubError(upstream["error"])
+    return upstream["url"]
+
+
+@contextmanager
+def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack, upstream: dict):
+    """Start server `name` (and vLLM, kept in `keep` for both vLLM servers); yields (URL, drain)."""
+    from inference.launch import ServerProcess
+
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+    ours = ["--model", args.model, "--task", "summarization", "--max_new_tokens", str(args.max_new_tokens),
+            "--max_queue", str(args.max_queue), "--threads", str(args.threads)]
+    with ExitStack() as stack:
+        def start(label, server_args, **kw):
+            return stack.enter_context(ServerProcess(server_args, log_path=logs / f"{label}.log", env=env,
+                                                     startup_timeout=args.startup_timeout, **kw))
+
+        if name in ("vllm", "ours-vllm"):
+            url = vllm_url(args, dtype, logs, env, keep, upstream)
+            if name == "vllm":
+                yield url, lambda: wait_idle(url, vllm_busy)
+                return
+            srv = start(name, ours + ["--engine", "vllm", "--vllm_url", url,
+                                      "--max_batch_size", str(args.upstream_in_flight)])
+        elif name == "transformers-serve":
+            # run beside the model folder and name it relatively: the same model name as the others
+            srv = start(name, ["--continuous-batching", "--dtype", dtype, "--log-level", "warning", folder.name],
+                        command=[args.transformers_python, "-m", "transformers.cli.transformers", "serve"],
+                        cwd=folder.parent)
+            yield srv.url, lambda: None  # no queue to read; a stream the client dropped is cancelled
+            return
+        else:
+            srv = start(name, ours + ["--mode", name, "--max_batch_size", str(args.max_batch_size),
+                                      "--max_wait_ms", str(args.max_wait_ms)])
+        yield srv.url, lambda: wait_idle(srv.url, ours_busy)
+
+
+def calibrate(loaded: list[dict], burst: int) -> dict:
+    """A warm-up request, one request alone (S1), then `burst` at once: their throughput."""
+    from inference.load_testing import attacker
+
+    def send(n):
+        res = attacker.run_attack(loaded, 1000.0, n / 1000.0, timeout=600)  # n requests within n ms
+        rep = attacker.report(res)
+        if rep["success"] < 1:
+            raise HubError(f"calibration requests failed: codes {rep['status_codes']}, "
+                           f"{'; '.join(rep['errors'])[:300] or 'no error text'}")
+        return res, rep
+
+    send(1)
+    one, _ = send(1)
+    res, rep = send(burst)
+    return {"s1_seconds": one[0]["latency"] / attacker.NS,
+            "s1_ttft_seconds": (one[0].get("ttft_ns") or 0) / attacker.NS,
+            "burst": burst, "burst_throughput_rps": round(rep["throughput"], 4),
+            "burst_p90_s": rep["latencies"]["90th"] / attacker.NS}
+
+
+def peer_version(name: str, args, upstream: dict) -> str | None:
+    import httpx
+
+    if name == "vllm":
+        return httpx.get(upstream["url"] + "/version", timeout=10).json().get("version")
+    if name == "transformers-serve":
+        return subprocess.run([args.transformers_python, "-c", "from importlib.metadata import version as v; "
+                               "print(v('transformers'))"], capture_output=True, text=True).stdout.strip() or None
+    return None
+
+
+def table_row(s: dict) -> str:
+    """sustained rate ('+': a lower bound), p90 and median TTFT there, S1 and the burst's throughput."""
+    b, dash = s["sustained"], "-"
+    sustained = f"{b['offered_rps']:.3f}" + ("" if s["bracketed"] else "+") if b else "none"
+    p90 = f"{b['p90_s']:.2f} s" if b else dash
+    ttft = f"{b['ttft_p50_s']:.2f} s" if b and b.get("ttft_p50_s") is not None else dash
+    return f"{sustained:>10s} {p90:>7s} {ttft:>9s} {s['s1_seconds']:5.2f} s {s['burst_throughput_rps']:7.3f} rps"
+
+
+def ratio(servers: dict, top: tuple[str, ...], bottom: str, what: str) -> tuple[float | None, str]:
+    """best sustained rate of `top` / that of `bottom`, or None and why not."""
+    def rate(name):
+        s = servers.get(name)
+        if s is None:
+            return None, f"{name} not run (see --servers)"
+        if not s["available"]:
+            return None, f"{name} unavailable: {s['reason']}"
+        if not s["sustained"]:
+            return None, f"{name} sustained no rate it was offered"
+        return s["sustained"]["offered_rps"], ""
+
+    ups = [rate(n) for n in top]
+    best = max((r for r, _ in ups if r), default=None)
+    down, why = rate(bottom)
+    if best is None or down is None:
+        return None, f"{what} n/a: " + "; ".join(([w for _, w in ups] if best is None else []) + ([why] if why else []))
+    return best / down, ""
 
 
 def main() -> None:
     args = parse_args()
 
     def go():
-        from inference.launch import ServerProcess
+        import httpx
+
         from inference.load_testing import plots, sweep, targets
         from llmhub import models
         from llmhub.results import provenance, write_json
 
         if not (Path(args.data_dir) / "samsum" / "test.jsonl").is_file():
             raise HubError(f"{args.data_dir}/samsum/test.jsonl not found; pass --data_dir")
-        out = Path(args.out)
-        tok = models.load_tokenizer(models.resolve_path(args.model), "causal")
+        t0 = time.monotonic()
+        out, logs = Path(args.out), Path(args.out) / "bench"
+        folder = Path(models.resolve_path(args.model)).resolve()
+        dtype = str(models.resolve_dtype("auto")).removeprefix("torch.")
+        tok = models.load_tokenizer(str(folder), "causal")
         raws = targets.pick_inputs(args.data_dir, "summarization", tok, 64, args.input_tokens)
         prompts = targets.render(tok, "causal", "summarization", raws)
-        common = ["--model", args.model, "--task", "summarization", "--max_new_tokens", str(args.max_new_tokens),
-                  "--max_queue", str(args.max_queue), "--threads", str(args.threads)]
-        modes = {"naive": (common + ["--mode", "naive"], args.naive_grid),
-                 "batched": (common + ["--mode", "batched", "--max_batch_size", str(args.max_batch_size),
-                                       "--max_wait_ms", str(args.max_wait_ms)], args.batched_grid)}
-        shown = {k: (os.path.relpath(v, ROOT) if k in ("out", "plot") else v) for k, v in vars(args).items()}
-        # Paths relative to the repository: no machine's layout in the results.
-        record = {"args": shown, "load_average_start": os.getloadavg(), "modes": {}}
-        s1 = None
+        # no machine's layout in the results: paths relative to the repository
+        shown = {k: (os.path.relpath(v, ROOT) if k in ("out", "plot", "vllm_python", "transformers_python") else v)
+                 for k, v in vars(args).items()}
+        record = {"args": shown, "dtype": dtype, "load_average_start": os.getloadavg(), "servers": {}}
         rows = []
-        for mode, (server_args, grid) in modes.items():
-            label = f"fastapi-{mode}"
-            with ServerProcess(server_args, log_path=out / "bench" / f"{label}.log") as srv:
-                tfile = targets.write_targets(out / "bench" / f"{label}.targets.jsonl", "fastapi", srv.url,
-                                              raws, prompts, tok, args.max_new_tokens)
-                first = targets.read_targets(tfile)[0]["body"]
-                if s1 is None:  # measured once, on the naive server: one request alone
-                    s1 = one_request_seconds(srv.url, first)
-                    print(f"S1 (one request alone, naive server) = {s1:.2f} s", flush=True)
-                else:
-                    one_request_seconds(srv.url, first, n=1)  # warm-up
-                grid_rates = [round(float(c) / s1, 3) for c in grid.split(",")]
-                sweep_rows = search(grid_rates, lambda rate: sweep.sweep(
-                    tfile, [rate], max(args.duration, args.requests / rate), out / "bench" / label, "fastapi",
-                    label, tok, args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
-                    between=lambda: wait_idle(srv.url))[0])
-                rates = [r["offered_rps"] for r in sweep_rows]
-                rows += sweep_rows
-                best = plots.sustained(sweep_rows, label)
-                record["modes"][mode] = {"rates": rates, "sustained": best, **model_capacity(srv.url)}
-        record["s1_seconds"] = s1
+
+        def say(text):
+            print(f"[{(time.monotonic() - t0) / 60:5.1f} min] {text}", flush=True)
+
+        say(f"{args.model} in {dtype}, {args.threads} thread(s) per server; servers: {', '.join(args.servers)}")
+        upstream: dict = {}
+        with ExitStack() as keep:  # vLLM, once for both vLLM servers
+            for name in args.servers:
+                entry = record["servers"][name] = {"description": SERVERS[name], "available": False,
+                                                   "reason": None, "sustained": None,
+                                                   "load_average_before": os.getloadavg()}
+                started = time.monotonic()
+                say(f"{name}: starting ({SERVERS[name]})")
+                try:
+                    with serve(name, args, folder, dtype, logs, keep, upstream) as (url, drain):
+                        tfile = targets.write_targets(logs / f"{name}.targets.jsonl", "openai", url, raws, prompts,
+                                                      tok, args.max_new_tokens, folder.name)
+                        entry.update(available=True, version=peer_version(name, args, upstream),
+                                     **calibrate(targets.read_targets(tfile), args.burst))
+                        say(f"{name}: S1 {entry['s1_seconds']:.2f} s, {args.burst} at once "
+                            f"{entry['burst_throughput_rps']:.2f} rps; searching from "
+                            f"{args.start * entry['burst_throughput_rps']:.3f} rps")
+                        found = sweep.find_sustained(lambda rate: sweep.sweep(
+                            tfile, [rate], max(args.duration, args.requests / rate), logs / name, "openai", name, tok,
+                            args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
+                            between=drain)[0], args.start * entry["burst_throughput_rps"], args.step, args.max_runs)
+                except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
+                    entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
+                    say(f"{name}: unavailable: {entry['reason']}")
+                    continue
+                finally:
+                    entry["seconds"] = round(time.monotonic() - started, 1)
+                rows += found
+                best = entry["sustained"] = plots.sustained(found, name)
+                entry["rates"] = [r["offered_rps"] for r in found]
+                # a lower bound when no rate above the sustained one failed
+                entry["bracketed"] = any(not r["passed"] and (not best or r["offered_rps"] > best["offered_rps"])
+                                         for r in found)
+                entry["ttft_p50_at_sustained_s"] = best["ttft_p50_s"] if best else None
+                say(f"{name}: sustained {best['offered_rps'] if best else 'no'} rps" +
+                    ("" if entry["bracketed"] else " (no failing rate above it: a lower bound)"))
         record["load_average_end"] = os.getloadavg()
+        record["seconds"] = round(time.monotonic() - t0, 1)
         record["provenance"] = provenance(seed=0)
-        record["torch_threads"] = args.threads
         record["rows"] = rows
-        naive, batched = (record["modes"][m]["sustained"] for m in ("naive", "batched"))
-        speedup = (batched["offered_rps"] / naive["offered_rps"]) if naive and batched else None
-        record["speedup"] = speedup
-        cn, cb = (record["modes"][m]["capacity_rps"] for m in ("naive", "batched"))
-        record["capacity_ratio"] = cb / cn
+        servers = record["servers"]
+        figures = {"speedup_vs_naive": ratio(servers, OURS[1:], "naive", "speedup_vs_naive"),
+                   "gateway_ratio": ratio(servers, ("ours-vllm",), "vllm", "gateway_ratio"),
+                   "local_vs_peer": ratio(servers, LOCAL, "transformers-serve", "local_vs_peer")}
+        record.update({k: v for k, (v, _) in figures.items()})
+        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)
         plots.write_csv(rows, out / "bench_serving.csv")
-        plots.plot(rows, args.plot, f"{args.model}, SAMSum ~{args.input_tokens}-token dialogues, "
-                   f"{args.max_new_tokens} new tokens; {os.cpu_count()}-core CPU, {args.threads} torch thread(s)", args.p90_bound)
-        print(f"\nsustained = highest offered rate with >= 99 % success and p90 <= {args.p90_bound:g} s")
-        for mode in ("naive", "batched"):
-            m = record["modes"][mode]
-            b = m["sustained"]
-            print(f"{mode:8s} " + (f"sustained {b['offered_rps']:.3f} rps, throughput {b['throughput_rps']:.3f} rps, "
-                                   f"p90 {b['p90_s']:.2f} s, ${b['cost_per_1k_tokens']:.5f}/1K tokens at "
-                                   f"${args.cost_per_hour}/h" if b else "sustained no rate of its grid")
-                  + f"; model-time capacity {m['capacity_rps']:.3f} rps (mean batch {m['mean_batch_size']:.1f})")
-        print(f"capacity ratio (batched/naive, requests per model-second) = {record['capacity_ratio']:.2f}")
-        print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}")
-        print(f"speedup={speedup:.2f}" if speedup else "speedup=nan")
+        if rows:
+            plots.plot(rows, args.plot, f"{args.model} ({dtype}), SAMSum ~{args.input_tokens}-token dialogues, "
+                       f"{args.max_new_tokens} new tokens, streamed; {os.cpu_count()}-core CPU, {args.threads} "
+                       "thread(s) per server", args.p90_bound)
+
+        print(f"\nsustained = highest offered rate with >= 99 % success and p90 <= {args.p90_bound:g} s; "
+              f"load average {record['load_average_start'][0]:.2f} -> {record['load_average_end'][0]:.2f}")
+        print(f"{'server':19s} {'sustained':>10s} {'p90':>7s} {'TTFT p50':>9s} {'S1':>7s} {args.burst:>3d} at once")
+        for name, s in servers.items():
+            print(f"{name:19s} " + (table_row(s) if s["available"] else f"unavailable: {s['reason']}"))
+        print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}; {record['seconds'] / 60:.1f} min")
+        for _, why in figures.values():
+            if why:
+                print(why)
+        print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()))
 
     run(go)
 

@@ -26,15 +26,19 @@ def free_port() -> int:
 
 class ServerProcess:
     """`with ServerProcess(["--model", ...]) as srv: httpx.get(srv.url + "/health")`.
-    `script` runs another server taking --host/--port (e.g. inference/vllm/launch.py), `health` is
-    the path polled until it answers one of the `ready` statuses."""
+    `script` runs another server taking --host/--port (e.g. inference/vllm/launch.py); `command`
+    replaces `python script` altogether (another program, e.g. `[python, "-m", "transformers.cli.transformers",
+    "serve"]`), run in `cwd`; `health` is the path polled until it answers one of the `ready` statuses."""
 
     def __init__(self, args: list[str], port: int | None = None, startup_timeout: float = 180.0,
                  log_path: str | Path | None = None, env: dict | None = None, ready: tuple[int, ...] = (200,),
-                 script: str | Path = SERVER, health: str = "/health"):
+                 script: str | Path = SERVER, health: str = "/health", command: list[str] | None = None,
+                 cwd: str | Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, str(script), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        program = command or [sys.executable, str(script)]
+        self.args = [*map(str, program), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.cwd = cwd
         self.health = health
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else None
@@ -51,7 +55,7 @@ class ServerProcess:
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -154,3 +154,20 @@ def test_bad_input_is_one_line(tmp_path, tok, args, message):
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: " + message.format(port=port)), r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("capacity, start, rates, best", [
+    (2.0, 1.0, [1.0, 1.5, 1.837, 2.25], 1.837),  # up x1.5 until 2.25 fails, then the midpoint of 1.5 and 2.25
+    (0.5, 1.0, [0.36, 0.465, 0.6, 1.0], 0.465),  # down x0.6 until 0.36 passes, then between 0.36 and 0.6
+    (99.0, 1.0, [1.0, 1.5, 2.25, 3.375, 5.062], 5.062),  # never fails: stops after max_runs, a lower bound
+    (0.01, 1.0, [0.13, 0.216, 0.36, 0.6, 1.0], None),  # nothing passes within 5 runs
+])
+def test_rate_search_brackets_the_sustained_rate(capacity, start, rates, best):
+    from inference.load_testing import plots, sweep
+
+    def attack(rate):  # a server that keeps its p90 bound up to `capacity` requests per second
+        return {"label": "x", "offered_rps": rate, "passed": rate <= capacity}
+
+    rows = sweep.find_sustained(attack, start, step=1.5, max_runs=5, down=0.6)
+    assert [r["offered_rps"] for r in rows] == rates
+    assert (plots.sustained(rows, "x") or {}).get("offered_rps") == best

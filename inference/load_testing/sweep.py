@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,29 @@ def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str
         if stop_after_fail and not row["passed"]:
             break
     return rows
+
+
+def find_sustained(attack, start: float, step: float = 1.5, max_runs: int = 5, down: float = 0.6) -> list[dict]:
+    """Bracket the highest rate whose run passes, in at most max_runs calls of attack(rate) -> row
+    (a row with "offered_rps" and "passed"): up by x`step` from `start` while runs pass (down by x`down`
+    while they fail), then one run at the geometric mean of the highest passing rate and the failing
+    rate above it, which halves the bracket (x1.5 -> x1.22). The rows, in ascending rate order."""
+    if not (start > 0 and step > 1 and 0 < down < 1 and max_runs >= 1):
+        raise HubError(f"rate search needs start > 0, step > 1, 0 < down < 1, max_runs >= 1; got "
+                       f"{start:g}, {step:g}, {down:g}, {max_runs}")
+    rows: list[dict] = []
+
+    def passed(rate: float) -> bool:
+        rows.append(attack(round(rate, 3)))
+        return rows[-1]["passed"]
+
+    rate, factor = start, step if passed(start) else down
+    while len(rows) < max_runs:
+        good = [r["offered_rps"] for r in rows if r["passed"]]
+        bad = [r["offered_rps"] for r in rows if not r["passed"] and good and r["offered_rps"] > max(good)]
+        if good and bad:  # bracketed: one run in the middle, and done
+            passed(math.sqrt(max(good) * min(bad)))
+            break
+        rate *= factor
+        passed(rate)
+    return sorted(rows, key=lambda r: r["offered_rps"])

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_model_len", type=int, default=2048)
     p.add_argument("--kv_cache_gib", default=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
                    help="KV cache in GiB (VLLM_CPU_KVCACHE_SPACE) (default: %(default)s)")
+    p.add_argument("--no_prefix_caching", action="store_true",
+                   help="don't reuse the KV cache of prompt prefixes seen before (benchmarks that repeat prompts)")
+    p.add_argument("--python", default=str(VENV_PYTHON),
+                   help="the python of an environment with vLLM (default: inference/vllm/.venv, from make venv)")
     return p
 
 
@@ -80,8 +84,10 @@ def command(args) -> list[str]:
     """The vLLM command line for an experiment or a model folder."""
     from llmhub.models import resolve_path
 
-    cmd = [str(VENV_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
+    cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
            "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    if args.no_prefix_caching:
+        cmd.append("--no-enable-prefix-caching")
     if args.model:
         folder = Path(resolve_path(args.model))
         cmd += ["--model", str(folder), "--served-model-name", args.name or folder.name]
@@ -108,8 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def go():
-        if not VENV_PYTHON.is_file():
-            raise HubError("vLLM's virtualenv is missing; create it with: make -C inference/vllm venv")
+        if not Path(args.python).is_file():
+            raise HubError(f"no python at {args.python}: create vLLM's virtualenv with `make -C inference/vllm venv` "
+                           "or pass --python")
         cmd = command(args)
         print(" ".join(cmd), file=sys.stderr, flush=True)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}

@@ -240,8 +240,9 @@ def _parameters(r: Record) -> str:
     n, total = r.train.get("trainable_params"), r.train.get("total_params")
     if not isinstance(n, int):
         return "-"
-    share = f" ({100 * n / total:.2g} %)" if isinstance(total, int) and total else ""
-    return f"{n / 1e6:.3g}M{share}"
+    share = f" ({100 * n / total:.3g} %)" if isinstance(total, int) and total else ""
+    count = f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K" if n >= 1e3 else str(n)
+    return count + share
 
 
 def methods(records: list[Record]) -> str:

@@ -120,7 +120,7 @@ def test_method_table_and_pareto_plot(tmp_path):
     assert header.endswith("| Training time | Tokens/s | Peak memory (MB) | Training cost |")
     cells = {r.split(" | ")[0][2:]: r.split(" | ") for r in rows}
     assert list(cells) == ["lora_run", "prompt_run", "ia3_run", "full_run"]  # methods in a fixed order
-    assert cells["full_run"][1:4] == ["full FT", "266", "1e-05M (10 %)"] and cells["lora_run"][7] == "ref"
+    assert cells["full_run"][1:4] == ["full FT", "266", "10 (10 %)"] and cells["lora_run"][7] == "ref"
     assert cells["full_run"][-4:] == ["90 s", "11", "512", "$0.0303 |"]
     assert "other" not in table and "1.212/hour" in table
     drawn = plots.plot_pareto(records, tmp_path / "assets")

@@ -22,8 +22,8 @@ from . import data as data_mod
 from . import generate, methods, metrics, models, prompts
 from .config import RunConfig, validate
 from .errors import HubError
-from .results import (SCHEMA_VERSION, cost_usd, finished_record, inputs_provenance, provenance, set_aside_corrupt,
-                      write_json, write_jsonl)
+from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
+                      set_aside_corrupt, write_json, write_jsonl)
 from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
@@ -227,15 +227,12 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     stats.update(trainable_params=trainable, total_params=total,
                  cost_per_hour_usd=cfg.train.cost_per_hour,
                  cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if s.labels:
-        write_json(tmp / "labels.json", s.labels)
-    write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
-    shutil.rmtree(out / "model", ignore_errors=True)
-    tmp.rename(out / "model")
+    with atomic_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if s.labels:
+            write_json(tmp / "labels.json", s.labels)
+        write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
     return _finish(out, model, tok, s, stats)
 
 

@@ -63,7 +63,7 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     from peft import PeftModel
 
     from llmhub import models
-    from llmhub.experiment import trained_labels
+    from llmhub.experiment import LABELS_FILE, trained_labels
     from llmhub.resolve import resolve
     from llmhub.serving import MERGED_CONFIG, Predictor
     from llmhub.results import atomic_dir, write_json
@@ -103,7 +103,7 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
         merged.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if labels:
-            write_json(tmp / "labels.json", labels)
+            write_json(tmp / LABELS_FILE, labels)
         cfg.dump(tmp / MERGED_CONFIG)
         reloaded = models.load_base_model(str(tmp), family, dtype, **kw)
         worst = compare(before, logits_of(reloaded, tok, family, prompts, cfg.data.max_source_length), atol, rtol)

@@ -27,6 +27,7 @@ from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inp
 from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
+LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype")
 
@@ -132,7 +133,7 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
 
 def trained_labels(model_dir: Path) -> list[str]:
     """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
-    labels = Path(model_dir) / "labels.json"
+    labels = Path(model_dir) / LABELS_FILE
     return json.loads(labels.read_text()) if labels.is_file() else []
 
 
@@ -231,7 +232,7 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if s.labels:
-            write_json(tmp / "labels.json", s.labels)
+            write_json(tmp / LABELS_FILE, s.labels)
         write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
     return _finish(out, model, tok, s, stats)
 

@@ -50,7 +50,7 @@ class LocalEngine:
     def _run(self, payloads: list, budgets: list[int]) -> list:
         """One batch in the model thread: API jobs (sampling, streaming), or evaluation-equal greedy."""
         if isinstance(payloads[0], decoding.Job):
-            out = decoding.decode(self.p.model, self.p.tokenizer, payloads)
+            out = decoding.decode(self.p.model, self.p.tokenizer, payloads, self.p.family)
             self.on_cancelled(sum(c.finish_reason == "cancelled" for choices in out for c in choices))
             return out
         prompts, adapters = [pl[0] for pl in payloads], [pl[1] for pl in payloads]

@@ -13,6 +13,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from llmhub.generate import count_tokens
+
 from . import schema
 from .batcher import QueueFull
 from .engines import Unavailable, UpstreamError
@@ -63,7 +65,7 @@ class Front:
         self.tokenizer = copy.deepcopy(primary.tokenizer)
 
     def count(self, text: str, special: bool = False) -> int:
-        return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        return count_tokens(self.tokenizer, text, special)
 
     def route(self, name):
         if name is not None and not isinstance(name, str):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -64,10 +63,10 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     from peft import PeftModel
 
     from llmhub import models
-    from llmhub.experiment import trained_labels
+    from llmhub.experiment import LABELS_FILE, trained_labels
     from llmhub.resolve import resolve
     from llmhub.serving import MERGED_CONFIG, Predictor
-    from llmhub.results import write_json
+    from llmhub.results import atomic_dir, write_json
 
     exp, out = Path(experiment_dir), Path(output_dir)
     if atol < 0 or rtol < 0:
@@ -100,26 +99,18 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     prompts = Predictor.build(model, tok, family, cfg, labels, name=str(exp)).render(CHECK_TEXTS)
     before = logits_of(model, tok, family, prompts, cfg.data.max_source_length)
     merged = model.merge_and_unload()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if labels:
-        write_json(tmp / "labels.json", labels)
-    cfg.dump(tmp / MERGED_CONFIG)
-    try:
+    with atomic_dir(out) as tmp:  # a failed check keeps nothing
+        merged.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if labels:
+            write_json(tmp / LABELS_FILE, labels)
+        cfg.dump(tmp / MERGED_CONFIG)
         reloaded = models.load_base_model(str(tmp), family, dtype, **kw)
         worst = compare(before, logits_of(reloaded, tok, family, prompts, cfg.data.max_source_length), atol, rtol)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info = {"experiment_dir": str(exp), "base_model": cfg.model.pretrained_ckpt, "peft_type": peft_type,
-            "family": family, "checked_prompts": len(prompts), "max_abs_logit_diff": worst,
-            "atol": atol, "rtol": rtol}
-    write_json(tmp / "merge.json", info)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        info = {"experiment_dir": str(exp), "base_model": cfg.model.pretrained_ckpt, "peft_type": peft_type,
+                "family": family, "checked_prompts": len(prompts), "max_abs_logit_diff": worst,
+                "atol": atol, "rtol": rtol}
+        write_json(tmp / "merge.json", info)
     return info
 
 

@@ -329,18 +329,11 @@ def prepare_data(data_dir: str | Path) -> None:
     from datasets import load_dataset
 
     root = Path(data_dir)
-    from .results import atomic_write_text
+    from .results import atomic_write_bytes
 
     def dump(rows, path: Path, gz: bool = False):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if gz:
-            tmp = path.with_suffix(".tmp")
-            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-                fh.write(text)
-            tmp.replace(path)
-        else:
-            atomic_write_text(path, text)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+        atomic_write_bytes(path, gzip.compress(data) if gz else data)
 
     ng = load_dataset("SetFit/20_newsgroups")
     for split, name, gz in (("train", "train.jsonl.gz", True), ("test", "test.jsonl", False)):

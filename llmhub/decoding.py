@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from .generate import padding_side
+
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 
 
@@ -124,7 +126,7 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
-def decode(model, tokenizer, jobs: list[Job]) -> list[list[Choice]]:
+def decode(model, tokenizer, jobs: list[Job], family: str) -> list[list[Choice]]:
     """Choices of every job, decoded in one `generate` call (the jobs share `Sampling.group`)."""
     eos = eos_ids(model, tokenizer)
     rows = [Row(job, i, tokenizer, eos) for job in jobs for i in range(job.sampling.n)]
@@ -133,7 +135,7 @@ def decode(model, tokenizer, jobs: list[Job]) -> list[list[Choice]]:
         torch.manual_seed(s.seed)
     device = next(model.parameters()).device
     ids = [tokenizer(r.job.prompt, add_special_tokens=r.job.add_special_tokens)["input_ids"] for r in rows]
-    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+    enc = tokenizer.pad({"input_ids": ids}, padding_side=padding_side(family), return_tensors="pt").to(device)
     budget = max(r.job.sampling.max_new_tokens for r in rows)
     kwargs = dict(max_new_tokens=budget, pad_token_id=tokenizer.pad_token_id, num_beams=1,
                   stopping_criteria=StoppingCriteriaList([_RowCriteria(rows)]))

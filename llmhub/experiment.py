@@ -22,11 +22,12 @@ from . import data as data_mod
 from . import generate, methods, metrics, models, prompts
 from .config import RunConfig, validate
 from .errors import HubError
-from .results import (SCHEMA_VERSION, cost_usd, finished_record, inputs_provenance, provenance, set_aside_corrupt,
-                      write_json, write_jsonl)
+from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
+                      set_aside_corrupt, write_json, write_jsonl)
 from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
+LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype")
 
@@ -132,7 +133,7 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
 
 def trained_labels(model_dir: Path) -> list[str]:
     """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
-    labels = Path(model_dir) / "labels.json"
+    labels = Path(model_dir) / LABELS_FILE
     return json.loads(labels.read_text()) if labels.is_file() else []
 
 
@@ -227,15 +228,12 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     stats.update(trainable_params=trainable, total_params=total,
                  cost_per_hour_usd=cfg.train.cost_per_hour,
                  cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if s.labels:
-        write_json(tmp / "labels.json", s.labels)
-    write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
-    shutil.rmtree(out / "model", ignore_errors=True)
-    tmp.rename(out / "model")
+    with atomic_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if s.labels:
+            write_json(tmp / LABELS_FILE, s.labels)
+        write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
     return _finish(out, model, tok, s, stats)
 
 

@@ -96,14 +96,11 @@ def _smollm2_dir() -> Path:
         del config.quantization_config
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if target.exists():
-        import shutil
+    from .results import atomic_dir
 
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return target
 
 

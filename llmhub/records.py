@@ -39,9 +39,13 @@ class Record:
         # Runs computed in bf16 are told apart from fp32 ones (results before schema 2 name no dtype: fp32).
         bf16 = (self.data.get("provenance") or {}).get("compute_dtype") == "bfloat16"
         self.precision = "bf16" if bf16 else "fp32"
-        self.label = f"{self.model} + {method}" if self.mode == "finetune" else f"{self.model} {self.mode}"
-        if bf16:
-            self.label += " (bf16)"
+        name = f"{self.model} + {method}" if self.mode == "finetune" else f"{self.model} {self.mode}"
+        self.label = name + self.precision_suffix
+
+    @property
+    def precision_suffix(self) -> str:
+        """What every label of a bf16 run ends with; fp32, the default, adds nothing."""
+        return " (bf16)" if self.precision == "bf16" else ""
 
     @property
     def varied(self) -> set:

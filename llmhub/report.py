@@ -162,7 +162,7 @@ def baselines(records: list[Record]) -> str:
         group = sorted((r for r in rs if r.task == task), key=lambda r: (r.model, MODE_ORDER.get(r.mode, 3), r.label))
         metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
         rows = [[r.model, (r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"))
-                 + (" (bf16)" if r.precision == "bf16" else ""),
+                 + r.precision_suffix,
                  r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
                 + [compare.cell(r, m) for m, _ in metrics] for r in group]
         out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]

@@ -96,7 +96,6 @@ class Predictor:
             raise HubError(f"encoder model '{name}' only does classification, not task '{cfg.data.task}'")
         if family == "encoder" and model is not None and not getattr(model.config, "id2label", None):
             raise HubError(f"encoder model '{name}' has no label names (labels.json or config id2label)")
-        tok.padding_side = "left" if family == "causal" else "right"
         if model is not None:
             model.eval()
         return cls(model, tok, family, models.PROMPT_STYLE[family], spec.kind, labels,
@@ -105,9 +104,6 @@ class Predictor:
                    prompts.for_run(cfg.data, tok) if family != "encoder" else prompts.PromptFormat())
 
     # ----- prediction --------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def render(self, texts: list[str], tokenizer=None) -> list[str]:
         """The prompts evaluation builds for raw inputs (encoders see the raw text). A server passes
         its own copy of the tokenizer: a fast tokenizer must not be shared across threads."""

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny randomly initialised models of every family, and tiny task data.
 
-The models are built from configs (a few layers, hidden 32-64) with a byte-level BPE tokenizer
+The models are built from configs (a few layers, hidden 32-128) with a byte-level BPE tokenizer
 trained on the fixture text, so every test runs on the CPU in seconds and needs no network.
 """
 from __future__ import annotations
@@ -130,6 +130,12 @@ def build_tiny(kind: str):
         cfg = tf.BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                             max_position_embeddings=512, **common)
         return tf.BertModel(cfg)
+    if kind == "llama64":  # head_dim 128 / 2 heads = 64: vLLM's CPU attention refuses the 16 of "llama"
+        cfg = tf.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                             num_key_value_heads=2, max_position_embeddings=1024, **common)
+        return tf.LlamaForCausalLM(cfg)
+    if kind == "gpt2":  # an architecture with no default LoRA targets
+        return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, **common))
     raise ValueError(kind)
 
 
@@ -137,4 +143,4 @@ def build_tiny(kind: str):
 def tiny_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
     """Folder per architecture, loadable with from_pretrained like any checkpoint."""
     return {k: _save_model(tmp_path_factory, tokenizer_dir, f"tiny-{k}", build_tiny(k))
-            for k in ("t5", "llama", "falcon", "gpt_neox", "bert")}
+            for k in ("t5", "llama", "falcon", "gpt_neox", "bert", "llama64", "gpt2")}

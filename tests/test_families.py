@@ -53,18 +53,14 @@ def test_train_save_load_evaluate(tiny_models, data_dir, tmp_path, arch, folder,
     assert again["metrics"] == results["metrics"]
 
 
-def test_unknown_architecture_lora_targets_fail_in_one_line(tmp_path, tokenizer_dir, data_dir):
+def test_unknown_architecture_lora_targets_fail_in_one_line(tmp_path, tiny_models, data_dir):
     """A GPT-2 checkpoint has no default LoRA targets: one line saying so and how to pass them."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    import transformers as tf
-
-    model_dir = tmp_path / "tiny-gpt2"
-    tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=600, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model_dir)
-    tf.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(model_dir)
+    model_dir = tiny_models["gpt2"]
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "redpajama" / "redpajama_classification.py"),
                            "--pretrained_ckpt", str(model_dir), "--method", "lora", "--data_dir", str(data_dir),

@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "inference" / "load_testing" / "run.py")]
 
 
+def cli(*args, code: int = 0) -> subprocess.CompletedProcess:
+    """run.py with these arguments; fails the test unless it exits with `code`."""
+    r = subprocess.run(RUN + [str(a) for a in args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == code, r.stderr
+    return r
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_models, data_dir):
     exp = trained_experiment(tmp_path_factory.mktemp("lt"), tiny_models["llama"], data_dir)
@@ -75,25 +82,19 @@ def test_attacker_rate_and_counts(server, tmp_path, data_dir, tok):
 
 def test_sweep_cli_csv_plot_and_cost(server, tmp_path, data_dir, tokenizer_dir):
     tfile = tmp_path / "fastapi.jsonl"
-    r = subprocess.run(RUN + ["targets", "--server", "fastapi", "--url", server.url, "--data_dir", str(data_dir),
-                              "--tokenizer", str(tokenizer_dir), "--n", "4", "--input_tokens", "20",
-                              "--max_new_tokens", "4", "--out", str(tfile)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cli("targets", "--server", "fastapi", "--url", server.url, "--data_dir", data_dir, "--tokenizer", tokenizer_dir,
+        "--n", "4", "--input_tokens", "20", "--max_new_tokens", "4", "--out", tfile)
     out = tmp_path / "sweep"
-    r = subprocess.run(RUN + ["attack", "--server", "fastapi", "--targets", str(tfile), "--rates", "8,4",
-                              "--duration", "1.5", "--label", "tiny-batched", "--out", str(out),
-                              "--tokenizer", str(tokenizer_dir), "--cost_per_hour", "1.624", "--p90_bound", "10"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    r = cli("attack", "--server", "fastapi", "--targets", tfile, "--rates", "8,4", "--duration", "1.5",
+            "--label", "tiny-batched", "--out", out, "--tokenizer", tokenizer_dir, "--cost_per_hour", "1.624",
+            "--p90_bound", "10")
     assert "using the built-in open-loop attacker" in r.stderr  # no vegeta on this machine
     assert "sustained: 8 rps" in r.stdout
     assert sorted(p.name for p in out.glob("rate_*.json")) == ["rate_4.json", "rate_8.json"]
     rep = json.loads((out / "rate_8.json").read_text())
     assert rep["report"]["requests"] == 12 and rep["summary"]["passed"]
     csv_path, png = tmp_path / "sweep.csv", tmp_path / "sweep.png"
-    r = subprocess.run(RUN + ["summarize", str(out), "--csv", str(csv_path), "--plot", str(png)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cli("summarize", out, "--csv", csv_path, "--plot", png)
     assert png.stat().st_size > 10_000
     rows = list(csv.DictReader(csv_path.open()))
     assert [float(x["offered_rps"]) for x in rows] == [4.0, 8.0]
@@ -107,18 +108,12 @@ def test_sweep_cli_csv_plot_and_cost(server, tmp_path, data_dir, tokenizer_dir):
 def test_streamed_openai_sweep_reports_ttft_itl_and_goodput(server, tmp_path, data_dir, tokenizer_dir):
     tfile = tmp_path / "openai.jsonl"
     name = httpx.get(server.url + "/v1/models").json()["data"][0]["id"]
-    r = subprocess.run(RUN + ["targets", "--server", "openai", "--url", server.url, "--data_dir", str(data_dir),
-                              "--tokenizer", str(tokenizer_dir), "--n", "4", "--input_tokens", "20",
-                              "--max_new_tokens", "6", "--model_name", name, "--out", str(tfile)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cli("targets", "--server", "openai", "--url", server.url, "--data_dir", data_dir, "--tokenizer", tokenizer_dir,
+        "--n", "4", "--input_tokens", "20", "--max_new_tokens", "6", "--model_name", name, "--out", tfile)
     assert json.loads(base64.b64decode(json.loads(tfile.read_text().splitlines()[0])["body"]))["stream"] is True
     out = tmp_path / "sweep"
-    r = subprocess.run(RUN + ["attack", "--server", "openai", "--targets", str(tfile), "--rates", "4",
-                              "--duration", "1.5", "--label", "tiny-stream", "--out", str(out),
-                              "--tokenizer", str(tokenizer_dir), "--slo_ttft", "60", "--slo_itl", "60"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cli("attack", "--server", "openai", "--targets", tfile, "--rates", "4", "--duration", "1.5",
+        "--label", "tiny-stream", "--out", out, "--tokenizer", tokenizer_dir, "--slo_ttft", "60", "--slo_itl", "60")
     row = json.loads((out / "rate_4.json").read_text())["summary"]
     assert row["success"] == 1.0 and row["mean_output_tokens"] > 0
     assert 0 < row["ttft_p50_s"] <= row["ttft_p90_s"] <= row["p90_s"]
@@ -129,8 +124,8 @@ def test_streamed_openai_sweep_reports_ttft_itl_and_goodput(server, tmp_path, da
     seconds = (json.loads((out / "rate_4.json").read_text())["report"]["duration"] +
                json.loads((out / "rate_4.json").read_text())["report"]["wait"]) / attacker.NS
     assert streaming.stats(results, seconds, slo_ttft=1e-9, slo_itl=60)["goodput_rps"] == 0  # nobody is that fast
-    r = subprocess.run(RUN + ["summarize", str(out), "--csv", str(tmp_path / "s.csv")], capture_output=True, text=True)
-    assert r.returncode == 0 and "goodput_rps" in (tmp_path / "s.csv").read_text().splitlines()[0]
+    cli("summarize", out, "--csv", tmp_path / "s.csv")
+    assert "goodput_rps" in (tmp_path / "s.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -146,11 +141,8 @@ def test_bad_input_is_one_line(tmp_path, tok, args, message):
     base = {"--server": "fastapi", "--rates": "1"}
     for k, v in zip(args[::2], args[1::2]):
         base[k] = v
-    cmd = RUN + ["attack", "--targets", str(tfile), "--duration", "1", "--label", "x", "--out", str(tmp_path / "o")]
-    for k, v in base.items():
-        cmd += [k, v]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
+    r = cli("attack", "--targets", tfile, "--duration", "1", "--label", "x", "--out", tmp_path / "o",
+            *[x for kv in base.items() for x in kv], code=2)
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: " + message.format(port=port)), r.stderr
     assert "Traceback" not in r.stderr

@@ -170,7 +170,7 @@ def test_seq2seq_decoding_equals_generate(tiny_models):
     tok = load_tokenizer(str(tiny_models["t5"]), "seq2seq")
     model = load_base_model(str(tiny_models["t5"]), "seq2seq", torch.float32).eval()
     prompts = ["summarize: Anna: lunch?", "summarize: Ben: the exam is at 9, are you coming?"]
-    got = decode(model, tok, [Job(p, Sampling(6, 0.0)) for p in prompts])
+    got = decode(model, tok, [Job(p, Sampling(6, 0.0)) for p in prompts], "seq2seq")
     for p, (choice,) in zip(prompts, got):
         ids = tok(p, return_tensors="pt")
         out = model.generate(**ids, max_new_tokens=6, do_sample=False)[0, 1:].tolist()  # after the decoder start

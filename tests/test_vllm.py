@@ -50,16 +50,9 @@ def test_vllm_answers_like_transformers_in_fp32():
 
 
 @pytest.fixture(scope="module")
-def vllm_exps(tmp_path_factory, tokenizer_dir, data_dir) -> dict[str, Path]:
+def vllm_exps(tmp_path_factory, tiny_models, data_dir) -> dict[str, Path]:
     """Two tiny LoRA experiments on one base vLLM's CPU attention accepts (head_dim 64; it refuses 16)."""
-    import transformers as tf
-
-    from conftest import _save_model
-
-    cfg = tf.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=1024, vocab_size=600, pad_token_id=0,
-                         eos_token_id=1, bos_token_id=3)
-    model_dir = _save_model(tmp_path_factory, tokenizer_dir, "tiny-llama64", tf.LlamaForCausalLM(cfg))
+    model_dir = tiny_models["llama64"]
     root = tmp_path_factory.mktemp("vllm")
     # fp32 on both sides: "auto" is bf16 on this CPU, and bf16 logits of a random tiny model tie often
     return {task: trained_experiment(root, model_dir, data_dir, task=task, learning_rate=0.05, torch_dtype="float32")

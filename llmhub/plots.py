@@ -105,7 +105,8 @@ def plot_pareto(records: list[Record], assets: Path) -> dict[Path, Path]:
                     frontier.append((x, y))
                     best = y
             ax.step(*zip(*frontier), where="post", color="grey", alpha=0.5, lw=1, label="Pareto frontier")
-            ax.set_xlabel(f"training cost (USD at ${rs[0].train.get('cost_per_hour_usd') or 0:g}/hour; prompting = 0)")
+            per_hour = next((r.train["cost_per_hour_usd"] for r in rs if r.train.get("cost_per_hour_usd")), 0)
+            ax.set_xlabel(f"training cost (USD at ${per_hour:g}/hour; prompting = 0)")
             ax.set_ylabel(f"test {name} (%)")
             ax.set_title(f"{folder.name}: {name} vs training cost")
             ax.legend(fontsize=6, ncol=2)

@@ -261,7 +261,8 @@ def methods(records: list[Record]) -> str:
                 for r, row in zip(rs, rows)]
         headers += ["Training time", "Tokens/s", "Peak memory (MB)", "Training cost"]
         per_hour = sorted({r.train.get("cost_per_hour_usd") for r in rs if r.train.get("cost_per_hour_usd")})
-        out.append(f"**{folder.name}** ({', '.join(sorted({r.hardware for r in rs}))})\n\n" + markdown(headers, rows)
+        where = sorted({r.hardware for r in rs}) + sorted({r.precision for r in rs})
+        out.append(f"**{folder.name}** ({', '.join(where)})\n\n" + markdown(headers, rows)
                    + _note(rs) + f" Training time includes the validation evaluations; cost = training time x "
                    f"{', '.join(f'${h:g}' for h in per_hour) or 'the configured $'}/hour (`cost_per_hour`); tokens/s "
                    "counts real (unpadded) training tokens.")

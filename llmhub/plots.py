@@ -17,7 +17,7 @@ from pathlib import Path
 from . import compare
 from .records import Record
 from .report import (CLS_METRICS, GEN_METRICS, MODE_ORDER, REFERENCE, REFERENCE_LABEL, _latest_finetunes, _mean,
-                     _method, _method_studies)
+                     _method_studies)
 
 
 def _file_name(folder: Path) -> str:
@@ -97,7 +97,7 @@ def plot_pareto(records: list[Record], assets: Path) -> dict[Path, Path]:
                 x, y = r.train.get("cost_usd") or 0.0, r.metrics[key]
                 low, high = compare.interval(r, key) or (y, y)
                 ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", color=f"C{i % 10}", capsize=3,
-                            label=f"{r.path.parent.name} ({_method(r)})")
+                            label=f"{r.path.parent.name} ({r.setup})")
                 points.append((x, y))
             frontier, best = [], float("-inf")
             for x, y in sorted(points, key=lambda p: (p[0], -p[1])):

@@ -35,7 +35,8 @@ class Record:
         self.model = Path(str(self.flat.get("pretrained_ckpt"))).name  # a hub id's or folder's last part
         self.train = self.data.get("train") or {}
         self.examples = self.train.get("examples")
-        method = METHOD_LABEL.get(self.flat.get("method"), self.flat.get("method"))
+        method = METHOD_LABEL.get(self.flat.get("method"), str(self.flat.get("method")))
+        self.setup = method if self.mode == "finetune" else self.mode  # "LoRA", "zero-shot", ...
         # Runs computed in bf16 are told apart from fp32 ones (results before schema 2 name no dtype: fp32).
         bf16 = (self.data.get("provenance") or {}).get("compute_dtype") == "bfloat16"
         self.precision = "bf16" if bf16 else "fp32"

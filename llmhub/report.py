@@ -161,8 +161,7 @@ def baselines(records: list[Record]) -> str:
     for task in sorted({r.task for r in rs}):
         group = sorted((r for r in rs if r.task == task), key=lambda r: (r.model, MODE_ORDER.get(r.mode, 3), r.label))
         metrics = CLS_METRICS if group[0].kind == "classification" else GEN_METRICS
-        rows = [[r.model, (r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), "?"))
-                 + r.precision_suffix,
+        rows = [[r.model, r.setup + r.precision_suffix,
                  r.examples if r.mode == "finetune" else "-", r.metrics.get("n")]
                 + [compare.cell(r, m) for m, _ in metrics] for r in group]
         out.append(f"**{task}**\n\n" + markdown(["Model", "Method", "Train examples", "Test examples"]
@@ -231,10 +230,6 @@ def _method_studies(records: list[Record]) -> dict[Path, list[Record]]:
             for folder, rs in sorted(groups.items())}
 
 
-def _method(r: Record) -> str:
-    return r.mode if r.mode != "finetune" else METHOD_LABEL.get(r.flat.get("method"), str(r.flat.get("method")))
-
-
 def _parameters(r: Record) -> str:
     """Trainable parameters, and their share of the model's: '1.23M (0.91 %)'."""
     n, total = r.train.get("trainable_params"), r.train.get("total_params")
@@ -251,7 +246,7 @@ def methods(records: list[Record]) -> str:
     out = []
     for folder, rs in _method_studies(records).items():
         metrics = CLS_METRICS[:2] if all(r.kind == "classification" for r in rs) else GEN_METRICS[:3]
-        rows = [[r.path.parent.name, _method(r), r.examples or "-", _parameters(r)]
+        rows = [[r.path.parent.name, r.setup, r.examples or "-", _parameters(r)]
                 + [compare.cell(r, m) for m, _ in metrics] for r in rs]
         headers, rows = _compared(rs, ["Run", "Method", "Train examples", "Trainable params"]
                                   + [h for _, h in metrics], rows, metrics[0])

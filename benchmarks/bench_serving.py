@@ -15,11 +15,13 @@ measured the same way everywhere: inference/load_testing/streaming.py).
 
 Per server: one request alone (S1), then --burst requests at once (their throughput C is the
 "N at once" figure, and the search's yardstick), then open-loop constant-rate runs (inference/
-load_testing/sweep.py) from --start x C, up by x--step while runs pass, then once between the last
-pass and the first fail (at most --max_runs runs). A rate is *sustained* when >= 99 % of its
-requests succeed and the p90 latency is <= --p90_bound s, the same bound for every server; each run
-lasts >= --duration s and sends >= --requests requests, so a growing backlog shows in its p90. The
-p90 bound is 10 s: ~5 times one request's latency here, and a failing run ends at most 2 x 10 s
+load_testing/sweep.py) from --start x C, up by x--step while runs pass, then bisecting between the
+last pass and the first fail until they are within x--precision (at most --max_runs runs). A rate is
+*sustained* when >= 99 % of its requests succeed, the p90 latency is <= --p90_bound s (the same bound
+for every server) and the server kept up: it answered >= --min_kept_up of the offered rate while the
+requests arrived (`kept_up` in sweep.py). The last condition matters: in a run of --duration s, a
+server that answers 0.66 of 1.04 requests/s builds a backlog too slowly to push its p90 over 10 s.
+The p90 bound is 10 s: ~5 times one request's latency here, and a failing run ends at most 2 x 10 s
 after its last request. vLLM's prefix caching is off (the runs repeat prompts; ours has none).
 
 Writes results/serving/bench_serving.{json,csv} (every run; the JSON adds S1, burst, TTFT, load
@@ -71,7 +73,11 @@ def parse_args(argv=None):
                    help="requests sent at once to size the search (default: %(default)s)")
     p.add_argument("--start", type=float, default=0.7, help="first rate, x the burst throughput (default: %(default)s)")
     p.add_argument("--step", type=float, default=1.5, help="rate factor between runs (default: %(default)s)")
-    p.add_argument("--max_runs", type=int, default=5, help="rate runs per server, at most (default: %(default)s)")
+    p.add_argument("--max_runs", type=int, default=6, help="rate runs per server, at most (default: %(default)s)")
+    p.add_argument("--precision", type=float, default=1.1,
+                   help="stop when the passing and failing rates are within this factor (default: %(default)s)")
+    p.add_argument("--min_kept_up", type=float, default=0.9, help="share of the offered rate a server must answer "
+                   "while requests arrive (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="compute threads per server (default: %(default)s): on "
                    "2 cores the load generator and vLLM's API process need the other one")
     p.add_argument("--max_batch_size", type=int, default=16, help="ours, batched and continuous (default: %(default)s)")
@@ -210,12 +216,14 @@ def peer_version(name: str, args, upstream: dict) -> str | None:
 
 
 def table_row(s: dict) -> str:
-    """sustained rate ('+': a lower bound), p90 and median TTFT there, S1 and the burst's throughput."""
+    """sustained rate ('+': a lower bound), kept_up, p90 and median TTFT there, S1 and the burst's throughput."""
     b, dash = s["sustained"], "-"
     sustained = f"{b['offered_rps']:.3f}" + ("" if s["bracketed"] else "+") if b else "none"
     p90 = f"{b['p90_s']:.2f} s" if b else dash
     ttft = f"{b['ttft_p50_s']:.2f} s" if b and b.get("ttft_p50_s") is not None else dash
-    return f"{sustained:>10s} {p90:>7s} {ttft:>9s} {s['s1_seconds']:5.2f} s {s['burst_throughput_rps']:7.3f} rps"
+    kept = f"{b['kept_up']:.2f}" if b and b.get("kept_up") is not None else dash
+    return (f"{sustained:>10s} {kept:>7s} {p90:>7s} {ttft:>9s} {s['s1_seconds']:5.2f} s "
+            f"{s['burst_throughput_rps']:7.3f} rps")
 
 
 def ratio(servers: dict, top: tuple[str, ...], bottom: str, what: str) -> tuple[float | None, str]:
@@ -287,7 +295,8 @@ def main() -> None:
                         found = sweep.find_sustained(lambda rate: sweep.sweep(
                             tfile, [rate], max(args.duration, args.requests / rate), logs / name, "openai", name, tok,
                             args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
-                            between=drain)[0], args.start * entry["burst_throughput_rps"], args.step, args.max_runs)
+                            min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
+                            args.step, args.max_runs, precision=args.precision)
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -320,9 +329,10 @@ def main() -> None:
                        f"{args.max_new_tokens} new tokens, streamed; {os.cpu_count()}-core CPU, {args.threads} "
                        "thread(s) per server", args.p90_bound)
 
-        print(f"\nsustained = highest offered rate with >= 99 % success and p90 <= {args.p90_bound:g} s; "
+        print(f"\nsustained = highest offered rate with >= 99 % success, p90 <= {args.p90_bound:g} s and >= "
+              f"{args.min_kept_up:.0%} of it answered while requests arrived; "
               f"load average {record['load_average_start'][0]:.2f} -> {record['load_average_end'][0]:.2f}")
-        print(f"{'server':19s} {'sustained':>10s} {'p90':>7s} {'TTFT p50':>9s} {'S1':>7s} {args.burst:>3d} at once")
+        print(f"{'server':19s} {'sustained':>10s} {'kept up':>7s} {'p90':>7s} {'TTFT p50':>9s} {'S1':>7s} {args.burst:>3d} at once")
         for name, s in servers.items():
             print(f"{name:19s} " + (table_row(s) if s["available"] else f"unavailable: {s['reason']}"))
         print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}; {record['seconds'] / 60:.1f} min")

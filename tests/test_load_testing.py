@@ -149,8 +149,8 @@ def test_bad_input_is_one_line(tmp_path, tok, args, message):
 
 
 @pytest.mark.parametrize("capacity, start, rates, best", [
-    (2.0, 1.0, [1.0, 1.5, 1.837, 2.25], 1.837),  # up x1.5 until 2.25 fails, then the midpoint of 1.5 and 2.25
-    (0.5, 1.0, [0.36, 0.465, 0.6, 1.0], 0.465),  # down x0.6 until 0.36 passes, then between 0.36 and 0.6
+    (2.0, 1.0, [1.0, 1.5, 1.837, 2.033, 2.25], 1.837),  # up x1.5 until 2.25 fails, then bisect (max_runs ends it)
+    (0.5, 1.0, [0.36, 0.465, 0.528, 0.6, 1.0], 0.465),  # down x0.6 until 0.36 passes, then bisect 0.36..0.6
     (99.0, 1.0, [1.0, 1.5, 2.25, 3.375, 5.062], 5.062),  # never fails: stops after max_runs, a lower bound
     (0.01, 1.0, [0.13, 0.216, 0.36, 0.6, 1.0], None),  # nothing passes within 5 runs
 ])
@@ -163,3 +163,28 @@ def test_rate_search_brackets_the_sustained_rate(capacity, start, rates, best):
     rows = sweep.find_sustained(attack, start, step=1.5, max_runs=5, down=0.6)
     assert [r["offered_rps"] for r in rows] == rates
     assert (plots.sustained(rows, "x") or {}).get("offered_rps") == best
+
+
+def test_rate_search_stops_within_precision():
+    from inference.load_testing import sweep
+
+    rows = sweep.find_sustained(lambda rate: {"offered_rps": rate, "passed": rate <= 2.0}, 1.0, max_runs=9,
+                                precision=1.1)
+    assert [r["offered_rps"] for r in rows] == [1.0, 1.5, 1.837, 1.933, 2.033, 2.25]
+
+
+@pytest.mark.parametrize("service_s, kept", [(0.5, 1.0), (2.0, 0.5)])
+def test_kept_up_is_the_share_of_the_offered_rate_answered(service_s, kept):
+    """One request per second for 60 s to a one-at-a-time server taking service_s per request: it keeps
+    up at 0.5 s; at 2 s its backlog grows and it answers half the offered rate."""
+    from datetime import datetime, timezone
+
+    from inference.load_testing import sweep
+
+    results, free = [], 0.0
+    for i in range(61):
+        end = free = max(free, i) + service_s
+        results.append({"code": 200 if i % 10 else 500, "latency": int((end - i) * 1e9),
+                        "timestamp": datetime.fromtimestamp(1_700_000_000 + i, timezone.utc).isoformat()})
+    # failed requests are not answers: 1 in 10 here
+    assert sweep.kept_up(results) == pytest.approx(0.9 * kept, abs=0.06)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance USD/hour (default: %(default)s, AWS g5.4xlarge as in the seeds)")
     a.add_argument("--p90_bound", type=float, default=float("inf"), help="a run passes with p90 <= this, s")
     a.add_argument("--min_success", type=float, default=0.99, help="a run passes with success >= this")
+    a.add_argument("--min_kept_up", type=float, default=0.0,
+                   help="a run passes when the server answered >= this share of the offered rate while requests "
+                        "arrived (the `kept_up` column; 0.9 rejects a growing backlog a short run's p90 hides)")
     a.add_argument("--slo_ttft", type=float, default=float("inf"),
                    help="openai: goodput counts requests with time to first token <= this, s")
     a.add_argument("--slo_itl", type=float, default=float("inf"),
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             sweep.check_reachable("/".join(loaded[0]["url"].split("/")[:3]))  # scheme://host:port
             rows = sweep.sweep(args.targets, args.rates, args.duration, args.out, args.server, args.label,
                                _tokenizer(args.tokenizer), args.cost_per_hour, args.timeout,
-                               args.stop_after_fail, args.min_success, args.p90_bound,
+                               args.stop_after_fail, args.min_success, args.p90_bound, args.min_kept_up,
                                slo_ttft=args.slo_ttft, slo_itl=args.slo_itl)
             best = plots.sustained(rows, args.label)
             print(f"sustained: {best['offered_rps']:g} rps" if best else "sustained: no rate passed")

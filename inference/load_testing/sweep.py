@@ -17,6 +17,7 @@ import math
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from llmhub.errors import HubError
@@ -101,19 +102,36 @@ def summarise(report: dict, results: list[dict], meta: list[dict], tokenizer, se
             "mean_output_tokens": round(sum(tokens_out) / len(tokens_out), 1) if tokens_out else None,
             "tokens_per_s": round(thr * per_request, 2) if per_request else None,
             "dollars_per_hour": dollars_per_hour,
-            "cost_per_1k_tokens": cost, "status_codes": report["status_codes"],
+            "cost_per_1k_tokens": cost, "status_codes": report["status_codes"], "kept_up": kept_up(results),
             **(streaming.stats(results, (report["duration"] + report["wait"]) / NS, slo_ttft, slo_itl)
                if server == "openai" else {})}
 
 
-def passes(row: dict, min_success: float, p90_bound: float) -> bool:
-    return row["success"] >= min_success and row["p90_s"] <= p90_bound
+def kept_up(results: list[dict], tail: float = 2 / 3) -> float | None:
+    """The share of the offered rate a server answered while requests arrived: successful answers that
+    completed in the last `tail` of the send window, per second, over the rate requests were sent at.
+    About 1 for a server that keeps up (in a steady state answers leave as fast as requests arrive); the
+    fraction of the rate it can serve when a backlog grows, which a short run's p90 alone can hide (a
+    backlog needs time to push the p90 over its bound). None for fewer than 2 requests."""
+    starts = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in results]
+    if len(starts) < 2 or max(starts) == min(starts):
+        return None
+    first, last = min(starts), max(starts)
+    window = tail * (last - first)
+    done = sum(last - window <= s + r["latency"] / NS <= last
+               for s, r in zip(starts, results) if 200 <= r["code"] < 400)
+    return round(done / window / ((len(starts) - 1) / (last - first)), 4)
+
+
+def passes(row: dict, min_success: float, p90_bound: float, min_kept_up: float = 0.0) -> bool:
+    return (row["success"] >= min_success and row["p90_s"] <= p90_bound
+            and (min_kept_up <= 0 or (row.get("kept_up") or 0.0) >= min_kept_up))
 
 
 def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str | Path, server: str,
           label: str, tokenizer=None, dollars_per_hour: float = 1.624, timeout: float = 30.0,
           stop_after_fail: bool = False, min_success: float = 0.99, p90_bound: float = float("inf"),
-          between=None, log=sys.stderr, slo_ttft: float = float("inf"), slo_itl: float = float("inf")) -> list[dict]:
+          min_kept_up: float = 0.0, between=None, log=sys.stderr, slo_ttft: float = float("inf"), slo_itl: float = float("inf")) -> list[dict]:
     """Attack at each rate in ascending order; returns the summary rows. With stop_after_fail the
     sweep ends at the first rate that misses min_success or the p90 bound (higher rates would too)."""
     targets = Path(targets)
@@ -138,7 +156,7 @@ def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str
             results = attacker.public(results)
         raw.write_text("".join(json.dumps(r) + "\n" for r in results))
         row = summarise(rep, results, meta, tokenizer, server, rate, dollars_per_hour, label, slo_ttft, slo_itl)
-        row["passed"] = passes(row, min_success, p90_bound)
+        row["passed"] = passes(row, min_success, p90_bound, min_kept_up)
         (out / f"rate_{rate:g}.json").write_text(json.dumps({"report": rep, "summary": row}, indent=2) + "\n")
         rows.append(row)
         print(f"{label}: offered {rate:g} rps -> achieved {row['achieved_rps']:.2f}, success "
@@ -150,14 +168,16 @@ def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str
     return rows
 
 
-def find_sustained(attack, start: float, step: float = 1.5, max_runs: int = 5, down: float = 0.6) -> list[dict]:
+def find_sustained(attack, start: float, step: float = 1.5, max_runs: int = 5, down: float = 0.6,
+                   precision: float = 1.1) -> list[dict]:
     """Bracket the highest rate whose run passes, in at most max_runs calls of attack(rate) -> row
     (a row with "offered_rps" and "passed"): up by x`step` from `start` while runs pass (down by x`down`
-    while they fail), then one run at the geometric mean of the highest passing rate and the failing
-    rate above it, which halves the bracket (x1.5 -> x1.22). The rows, in ascending rate order."""
-    if not (start > 0 and step > 1 and 0 < down < 1 and max_runs >= 1):
-        raise HubError(f"rate search needs start > 0, step > 1, 0 < down < 1, max_runs >= 1; got "
-                       f"{start:g}, {step:g}, {down:g}, {max_runs}")
+    while they fail), then runs at the geometric mean of the highest passing rate and the lowest failing
+    rate above it, each halving the bracket (x1.5 -> x1.22 -> x1.11), until it is within x`precision`.
+    The rows, in ascending rate order."""
+    if not (start > 0 and step > 1 and 0 < down < 1 and max_runs >= 1 and precision > 1):
+        raise HubError(f"rate search needs start > 0, step > 1, 0 < down < 1, max_runs >= 1, precision > 1; "
+                       f"got {start:g}, {step:g}, {down:g}, {max_runs}, {precision:g}")
     rows: list[dict] = []
 
     def passed(rate: float) -> bool:
@@ -168,9 +188,11 @@ def find_sustained(attack, start: float, step: float = 1.5, max_runs: int = 5, d
     while len(rows) < max_runs:
         good = [r["offered_rps"] for r in rows if r["passed"]]
         bad = [r["offered_rps"] for r in rows if not r["passed"] and good and r["offered_rps"] > max(good)]
-        if good and bad:  # bracketed: one run in the middle, and done
+        if good and bad:  # bracketed: narrow it
+            if min(bad) / max(good) <= precision:
+                break
             passed(math.sqrt(max(good) * min(bad)))
-            break
+            continue
         rate *= factor
         passed(rate)
     return sorted(rows, key=lambda r: r["offered_rps"])

@@ -282,6 +282,8 @@ def main() -> None:
                                                    "reason": None, "sustained": None,
                                                    "load_average_before": os.getloadavg()}
                 started = time.monotonic()
+                for old in (logs / name).glob("rate_*"):  # an earlier run's rates would read as this one's
+                    old.unlink()
                 say(f"{name}: starting ({SERVERS[name]})")
                 try:
                     with serve(name, args, folder, dtype, logs, keep, upstream) as (url, drain):

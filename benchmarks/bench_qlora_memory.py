@@ -2,7 +2,10 @@
 
 Each variant runs in a fresh Python process, so neither inherits the other's allocations. The model is
 loaded and wrapped through the engine (models.load_base_model, methods.wrap) exactly as a training run
-does: fp32 base + method `lora`, or nf4 base (`quantize_4bit=True`) + method `qlora`. Then:
+does: fp32 base + method `lora`, or nf4 base (`quantize_4bit=True`) + method `qlora` in the engine's
+compute dtype (`--torch_dtype`, default `auto` as in a run: bf16 on a GPU or a CPU with native bf16, else
+fp32). A bf16 arm runs the step under bf16 autocast with peft's cast of adapter inputs off, as the
+Trainer does (train.make_trainer, train.adapter_input_casting); the fp32 arm runs without autocast. Then:
 
 1. `--warmup_steps` training steps (allocates the AdamW state and torch's one-time buffers);
 2. `gc.collect()` and glibc `malloc_trim(0)`, so heap freed by loading (QLoRA reads the fp32 checkpoint
@@ -21,6 +24,7 @@ loading or quantising. If /proc/self/clear_refs is not writable the script falls
 (the whole process's peak since start) and says so. Last line: `memory_ratio=<qlora peak / fp32 peak>`.
 
     python benchmarks/bench_qlora_memory.py            # SmolLM2-135M, batch 2 x 256 tokens, 1+1 steps
+    python benchmarks/bench_qlora_memory.py --variant lora   # one child: LoRA on a base in the engine's dtype
 """
 from __future__ import annotations
 
@@ -137,6 +141,8 @@ def child(args) -> None:
     """One variant in this (fresh) process; prints one JSON line."""
     import torch
 
+    from contextlib import nullcontext
+
     from llmhub import lm_loss, methods, models
     from llmhub.config import MethodConfig
 
@@ -144,7 +150,8 @@ def child(args) -> None:
     rss_runtime = status_mb()["VmRSS"]
     path = models.resolve_path(args.model)
     qlora = args.variant == "qlora"
-    model = models.load_base_model(path, "causal", torch.float32, quantize_4bit=qlora)
+    dtype = torch.float32 if args.variant == "fp32" else models.resolve_dtype(args.torch_dtype)
+    model = models.load_base_model(path, "causal", dtype, quantize_4bit=qlora)
     model = methods.wrap(model, MethodConfig(method="qlora" if qlora else "lora", lora_r=args.lora_r,
                                              lora_alpha=2 * args.lora_r, lora_dropout=0.0), "causal")
     # "engine": what a run does by default (on for qlora only); "on": both variants.
@@ -160,12 +167,18 @@ def child(args) -> None:
     labels = ids.clone()
     labels[:, : args.seq_len - args.answer_len] = -100  # the prompt: no loss there
     parts = lm_loss.label_position_parts(model)
+    autocast = dtype != torch.float32 and not torch.cuda.is_available()
+    if autocast:  # as train.adapter_input_casting while the Trainer runs under bf16 autocast on the CPU
+        for m in model.modules():
+            if hasattr(m, "cast_input_dtype_enabled"):
+                m.cast_input_dtype_enabled = False
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
 
     def step() -> float:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        loss = lm_loss.label_position_loss(*parts, batch) if parts else model(**batch).loss
+        with torch.autocast("cpu", dtype=dtype) if autocast else nullcontext():
+            loss = lm_loss.label_position_loss(*parts, batch) if parts else model(**batch).loss
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -185,6 +198,7 @@ def child(args) -> None:
     peak = after["VmHWM"] if reset else ru_maxrss_mb()
     print(json.dumps({
         "variant": args.variant,
+        "dtype": str(dtype).removeprefix("torch."), "autocast": autocast,
         "peak_source": "VmHWM after clear_refs reset" if reset else "ru_maxrss (clear_refs not writable: "
                                                                    "whole-process peak since start)",
         "malloc_trim": trimmed,
@@ -214,9 +228,13 @@ def main() -> None:
                    help="gradient checkpointing: engine default (qlora only), both variants, or neither")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute activations in backward (both variants)")
+    p.add_argument("--torch_dtype", default="auto",
+                   help="compute dtype of the QLoRA arm (and of --variant lora), as model.torch_dtype: "
+                        "auto = bf16 on a GPU or a CPU with native bf16, else float32; the fp32 arm is float32")
     p.add_argument("--output", default=str(ROOT / "results" / "benchmarks" / "qlora_memory.json"))
     p.add_argument("--data_dir", help="accepted for `make bench`; unused (the batch is random token ids)")
-    p.add_argument("--variant", choices=["fp32", "qlora"], help=argparse.SUPPRESS)  # set in the child
+    p.add_argument("--variant", choices=["fp32", "lora", "qlora"],
+                   help="run one arm in this process and print its JSON line (lora: a base in --torch_dtype)")
     args = p.parse_args()
     if args.steps < 1:
         p.error("--steps must be at least 1")
@@ -232,7 +250,8 @@ def main() -> None:
     resolve_path(args.model)  # converts/caches the offline model once, outside the measured processes
     flags = ["--model", args.model, "--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len),
              "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps), "--lora_r", str(args.lora_r)]
-    flags += ["--checkpointing", args.checkpointing, "--answer_len", str(args.answer_len)]
+    flags += ["--checkpointing", args.checkpointing, "--answer_len", str(args.answer_len),
+              "--torch_dtype", args.torch_dtype]
     print(f"batch {args.batch_size} x {args.seq_len} tokens ({args.answer_len} with labels), LoRA r {args.lora_r}, "
           f"{args.warmup_steps} warm-up + {args.steps} measured step(s), gradient checkpointing {args.checkpointing}")
     runs = {}
@@ -258,9 +277,12 @@ def main() -> None:
         ratio = f"{q[key] / f[key]:6.2f}" if f[key] and q[key] is not None else "     -"
         print(f"{label:32s} {cell(f[key])} {cell(q[key])} {ratio}")
     print(f"{'seconds per step':32s} {f['seconds_per_step']:8.1f} {q['seconds_per_step']:8.1f}")
+    print(f"dtype: fp32 arm {f['dtype']} (autocast {f['autocast']}); qlora arm nf4 weights, compute "
+          f"{q['dtype']} (autocast {q['autocast']}), unquantised weights {q['embedding']['dtype']}")
     e = q["embedding"]
-    print(f"unquantised in both: embedding {e['shape'][0]}x{e['shape'][1]} {e['dtype']} "
-          f"({e['params'] / 1e6:.1f}M params, {e['mb']:.0f} MiB, tied with lm_head: {e['tied_with_lm_head']}); "
+    print(f"unquantised in both: embedding {e['shape'][0]}x{e['shape'][1]} ({e['params'] / 1e6:.1f}M params, "
+          f"fp32 arm {f['embedding']['mb']:.0f} MiB, qlora arm {e['dtype']} {e['mb']:.0f} MiB, "
+          f"tied with lm_head: {e['tied_with_lm_head']}); "
           f"QLoRA frozen unquantised total {q['frozen_unquantized_params'] / 1e6:.1f}M params")
     if not q["peak_source"].startswith("VmHWM"):
         print(f"note: peak from {q['peak_source']}")
@@ -268,7 +290,7 @@ def main() -> None:
     ratio = q["step_peak_rss_mb"] / f["step_peak_rss_mb"]
     record = {"benchmark": "qlora_memory", "model": args.model, "batch_size": args.batch_size,
               "seq_len": args.seq_len, "warmup_steps": args.warmup_steps, "steps": args.steps,
-              "lora_r": args.lora_r, "gradient_checkpointing": args.checkpointing, "answer_len": args.answer_len,
+              "lora_r": args.lora_r, "torch_dtype": args.torch_dtype, "gradient_checkpointing": args.checkpointing, "answer_len": args.answer_len,
               "measure": "VmHWM of the process during the measured step(s), reset via /proc/self/clear_refs "
                          "after warm-up, gc.collect() and malloc_trim(0)",
               "runs": runs,

@@ -66,7 +66,7 @@ def wrap(model, method_cfg, family: str):
     cfg = peft_config(method_cfg, model.config, family)
     if cfg is None:
         return keep_trainable_fp32(model)
-    if method_cfg.method == "qlora":
+    if method_cfg.method == "qlora" and _has_fp16_weights(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = get_peft_model(model, cfg)
     if family == "encoder":  # the new classification head trains with every method
@@ -74,6 +74,19 @@ def wrap(model, method_cfg, family: str):
             if "classifier" in name or "score" in name:
                 p.requires_grad = True
     return keep_trainable_fp32(model)
+
+
+def _has_fp16_weights(model) -> bool:
+    """Whether a 4-bit base keeps fp16 weights beside the nf4 ones, which peft's
+    prepare_model_for_kbit_training then upcasts to fp32 (fp16 overflows above 65,504; its other step,
+    freezing the base, get_peft_model does too). Frozen bf16 weights (embedding, tied output layer,
+    norms) stay bf16, as under a bf16 LoRA base: bf16 has fp32's exponent range, its values are the
+    same after an upcast, and autocast multiplies in bf16 anyway. An fp32 copy of SmolLM2-135M's
+    49,152 x 576 embedding is 108 MiB, plus a 54 MiB bf16 cast of it that autocast makes for the
+    output layer in every forward and keeps for the backward."""
+    import torch
+
+    return any(p.dtype == torch.float16 for p in model.parameters())
 
 
 def keep_trainable_fp32(model):

@@ -64,6 +64,26 @@ def test_adapters_and_optimizer_state_stay_fp32_under_a_bf16_base(tiny_models, d
     assert states and all(s["exp_avg"].dtype == torch.float32 for s in states)
 
 
+def test_qlora_under_a_bf16_base_keeps_frozen_weights_bf16_and_trains(tiny_models, data_dir, tmp_path):
+    # peft's prepare_model_for_kbit_training would upcast them to fp32 (2x their memory, plus the
+    # bf16 cast autocast makes of the output layer); the adapters and their optimizer state stay fp32.
+    cfg, tok, model, features, _ = _setup(tiny_models, data_dir, tmp_path, "qlora", dtype=torch.bfloat16,
+                                          max_steps=2)
+    base = model.get_base_model()
+    assert type(base.model.layers[0].mlp.up_proj.weight).__name__ == "Params4bit"
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad and p.dtype != torch.uint8}
+    assert frozen and {p.dtype for p in frozen.values()} == {torch.bfloat16}
+    assert base.model.embed_tokens.weight.dtype == torch.bfloat16 and base.model.norm.weight.dtype == torch.bfloat16
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and all("lora_" in n and p.dtype == torch.float32 for n, p in lora.items())
+    before = {n: p.detach().clone() for n, p in lora.items()}
+    trainer = make_trainer(model, tok, features, "causal", cfg, tmp_path / "ckpt")
+    assert trainer.args.bf16 and trainer.args.activation_checkpointing
+    result = trainer.train()
+    assert result.training_loss > 0 and any(not torch.equal(before[n], p) for n, p in lora.items())
+    assert all(p.dtype == torch.bfloat16 for p in frozen.values())
+
+
 @pytest.mark.parametrize("family,method", [("llama", "full"), ("llama", "lora"), ("llama", "ia3"),
                                            ("falcon", "lora"), ("gpt_neox", "lora")])
 def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_path, monkeypatch, family, method):

@@ -229,9 +229,21 @@ def load_base_model(path: str, family: str, dtype: torch.dtype, quantize_4bit: b
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation(), **kwargs)
+        head = model.get_output_embeddings()
+        if head is not None:
+            head.register_forward_pre_hook(_contiguous_input)
     if quantize_4bit and not torch.cuda.is_available():
         _release_checkpoint_pages(model)
     return model
+
+
+def _contiguous_input(module, args):
+    """Generation takes logits at the last position only (transformers' logits_to_keep), so the
+    output layer gets hidden[:, -1:], a view whose rows lie a whole sequence apart. On the CPU a bf16
+    product with frozen weights runs such a view through oneDNN at the cost of every row of the
+    buffer: SmolLM2's 576 x 49,152 output layer after a 16 x 384-token prefill took 0.7 s and
+    866 MiB more memory instead of 3 ms. A copy of the [batch, 1, hidden] rows costs nothing."""
+    return (args[0].contiguous(), *args[1:])
 
 
 def _release_checkpoint_pages(model) -> None:

@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from llmhub import lm_loss, methods, models
 from llmhub.data import load_split
+from llmhub.generate import generate
 from llmhub.train import collator, make_trainer, tokenize_rows
 from test_experiments import tiny_config
 
@@ -105,6 +106,19 @@ def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_pat
     ours = trainer.compute_loss(model, dict(batch), num_items_in_batch=n)
     theirs = Trainer.compute_loss(trainer, model, dict(batch), num_items_in_batch=n)
     assert abs(ours.item() - theirs.item()) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llama", "falcon"])
+def test_generation_gives_the_output_layer_contiguous_rows(tiny_models, data_dir, tmp_path, family):
+    """A prompt's last-position slice reaches the output layer as contiguous rows (oneDNN's bf16
+    product with frozen weights is slow and memory-hungry on the strided view, models._contiguous_input)."""
+    _, tok, model, _, _ = _setup(tiny_models, data_dir, tmp_path, dtype=torch.bfloat16, family=family)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda m, args, out: seen.append(args[0].is_contiguous()))
+    generate(model, tok, ["a longer first prompt of several words", "short"], "causal", 3, progress=False)
+    hook.remove()
+    assert seen and all(seen)
 
 
 @pytest.mark.parametrize("family,method", [("llama", "prefix"), ("llama", "prompt"), ("t5", "lora")])

@@ -12,6 +12,10 @@ with a correct attention mask should make them identical; any that differ are li
 Bandwidth bound: a decode step reads every weight once, so at batch B generated tokens/s <=
 B * read bandwidth / weight bytes; the read bandwidth is measured here (sum over a 512 MiB tensor).
 Generated tokens are counted by re-tokenising each prediction (+1 for its end token).
+Where the time goes: forward hooks time every call of the model in the batched arm; a call on more
+than one new token per row is a prefill, one token per row a decode step. A decode step's bound is
+weight bytes / bandwidth (+ the KV cache it reads, reported beside); the prefill is compute-bound
+(2 x non-embedding parameters FLOPs per padded prompt token, attention left out).
 Last line: speedup=<batched / one_by_one ex/s> speedup_vs_seed=<same> fraction_of_bound=<f>
 """
 import argparse
@@ -37,6 +41,39 @@ def read_bandwidth() -> float:
         t.sum()
         best = min(best, time.perf_counter() - start)
     return t.numel() * 4 / best
+
+
+class ForwardClock:
+    """Seconds, calls and sizes of the model's prefill calls and decode steps (forward hooks)."""
+
+    def __init__(self, model):
+        c = model.config
+        # K and V of one token in every layer
+        self.kv_bytes_per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+        self.kv_bytes_per_token *= model.dtype.itemsize
+        self.prefill = {"calls": 0, "seconds": 0.0, "padded_tokens": 0}
+        self.decode = {"steps": 0, "seconds": 0.0, "kv_bytes_read": 0}
+        self.handles = [model.register_forward_pre_hook(self.start, with_kwargs=True),
+                        model.register_forward_hook(self.stop, with_kwargs=True)]
+
+    def start(self, module, args, kwargs):
+        self.t0 = time.perf_counter()
+
+    def stop(self, module, args, kwargs, output):
+        seconds = time.perf_counter() - self.t0
+        rows, new = kwargs["input_ids"].shape
+        if new > 1:
+            self.prefill["calls"] += 1
+            self.prefill["seconds"] += seconds
+            self.prefill["padded_tokens"] += rows * new
+        else:
+            self.decode["steps"] += 1
+            self.decode["seconds"] += seconds
+            self.decode["kv_bytes_read"] += kwargs["attention_mask"].numel() * self.kv_bytes_per_token
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
 
 
 def run(model, tok, texts, batch_size, max_new_tokens, **kw) -> tuple[list[str], float]:
@@ -75,7 +112,9 @@ def main() -> None:
     print(f"one_by_one fp32: {seconds:.1f} s for {n_small} ({n_small / seconds:.2f} ex/s)", flush=True)
     model = fp32 if dtype == torch.float32 else models.load_base_model(path, "causal", dtype)
     kw = {"cache_implementation": "static"} if args.cache == "static" else {}
+    clock = ForwardClock(model)
     outputs, seconds = run(model, tok, texts, args.batch_size, args.max_new_tokens, **kw)
+    clock.remove()
     new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound = args.batch_size * bandwidth / weight_bytes
@@ -85,10 +124,28 @@ def main() -> None:
     report["weight_bytes"] = weight_bytes
     report["bound_tokens_per_second"] = bound
     report["fraction_of_bound"] = new_tokens / seconds / bound
+    # decode steps: the weights are read once per step (5.8 ms at 257 MiB and 46 GB/s), the KV cache too
+    d, p = clock.decode, clock.prefill
+    step = d["seconds"] / d["steps"]
+    step_bound = weight_bytes / bandwidth
+    kv_step_bound = step_bound + d["kv_bytes_read"] / d["steps"] / bandwidth
+    non_embedding = sum(q.numel() for n, q in model.named_parameters() if "embed" not in n)
+    prefill_flops = 2 * non_embedding * p["padded_tokens"]
+    report["prefill"] = dict(p, flops_per_second=prefill_flops / p["seconds"])
+    report["decode"] = dict(d, seconds_per_step=step, bound_seconds_per_step=step_bound,
+                            bound_with_kv_seconds_per_step=kv_step_bound)
+    report["other_seconds"] = seconds - p["seconds"] - d["seconds"]  # generate's loop, tokenising, decoding
+    report["decode_fraction_of_bound"] = step_bound / step
+    report["decode_fraction_of_bound_with_kv"] = kv_step_bound / step
     print(f"batched {dtype} batch {args.batch_size} {args.cache} cache: {seconds:.1f} s for {len(rows)} "
           f"({len(rows) / seconds:.2f} ex/s), {new_tokens / seconds:.0f} generated tokens/s; bound "
           f"{bound:.0f} tokens/s ({bandwidth / 1e9:.1f} GB/s / {weight_bytes / 2**20:.0f} MiB x {args.batch_size})",
           flush=True)
+    print(f"prefill: {p['seconds']:.1f} s for {p['padded_tokens']} padded prompt tokens in {p['calls']} calls "
+          f"({prefill_flops / p['seconds'] / 1e9:.0f} GFLOP/s); decode: {d['seconds']:.1f} s for {d['steps']} steps "
+          f"({step * 1e3:.1f} ms each; bound {step_bound * 1e3:.1f} ms of weights, {kv_step_bound * 1e3:.1f} ms with "
+          f"the KV cache: {step_bound / step:.3f} / {kv_step_bound / step:.3f} of it); "
+          f"other {report['other_seconds']:.1f} s", flush=True)
     if dtype == torch.float32:
         differ = [(r["id"], a, b) for r, a, b in zip(rows, small, outputs) if a != b]
         for rid, a, b in differ:
@@ -102,7 +159,8 @@ def main() -> None:
     write_json(args.output, report)
     print(f"load average {report['load_average_before'][0]:.2f} -> {report['load_average_after'][0]:.2f}")
     print(f"speedup={report['speedup']:.2f} speedup_vs_seed={report['speedup']:.2f} "
-          f"fraction_of_bound={report['fraction_of_bound']:.3f}")
+          f"fraction_of_bound={report['fraction_of_bound']:.3f} "
+          f"decode_fraction_of_bound={report['decode_fraction_of_bound']:.3f}")
 
 
 if __name__ == "__main__":

@@ -258,6 +258,9 @@ def main() -> None:
         from llmhub import models
         from llmhub.results import provenance, write_json
 
+        if not (0 <= args.min_kept_up <= 1 and args.precision > 1 and args.max_runs >= 1):
+            raise HubError(f"need 0 <= --min_kept_up <= 1, --precision > 1 and --max_runs >= 1; got "
+                           f"{args.min_kept_up:g}, {args.precision:g}, {args.max_runs}")
         if not (Path(args.data_dir) / "samsum" / "test.jsonl").is_file():
             raise HubError(f"{args.data_dir}/samsum/test.jsonl not found; pass --data_dir")
         t0 = time.monotonic()

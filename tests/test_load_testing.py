@@ -131,6 +131,7 @@ def test_streamed_openai_sweep_reports_ttft_itl_and_goodput(server, tmp_path, da
 @pytest.mark.parametrize("args, message", [
     (["--server", "triton"], "unknown server type 'triton'; allowed: fastapi, ray, tgi, vllm, openai"),
     (["--slo_ttft", "0"], "--slo_ttft and --slo_itl must be > 0 seconds"),
+    (["--min_kept_up", "1.5"], "--min_kept_up must be between 0 and 1 (a share of the offered rate), got 1.5"),
     (["--rates", "0"], "rates must be > 0 requests per second, got 0"),
     (["--rates", "2,-1"], "rates must be > 0 requests per second, got -1"),
     ([], "cannot reach http://127.0.0.1:{port}"),

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "attack":
             targets.check_server(args.server)
             sweep.check_rates(args.rates)
+            if not 0 <= args.min_kept_up <= 1:
+                raise HubError(f"--min_kept_up must be between 0 and 1 (a share of the offered rate), got {args.min_kept_up:g}")
             if not (args.slo_ttft > 0 and args.slo_itl > 0):
                 raise HubError(f"--slo_ttft and --slo_itl must be > 0 seconds, got {args.slo_ttft:g} and {args.slo_itl:g}")
             loaded = targets.read_targets(args.targets)

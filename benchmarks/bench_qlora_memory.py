@@ -5,7 +5,7 @@ loaded and wrapped through the engine (models.load_base_model, methods.wrap) exa
 does: fp32 base + method `lora`, or nf4 base (`quantize_4bit=True`) + method `qlora` in the engine's
 compute dtype (`--torch_dtype`, default `auto` as in a run: bf16 on a GPU or a CPU with native bf16, else
 fp32). A bf16 arm runs the step under bf16 autocast with peft's cast of adapter inputs off, as the
-Trainer does (train.make_trainer, train.adapter_input_casting); the fp32 arm runs without autocast. Then:
+Trainer does (train.make_trainer, methods.adapter_input_casting); the fp32 arm runs without autocast. Then:
 
 1. `--warmup_steps` training steps (allocates the AdamW state and torch's one-time buffers);
 2. `gc.collect()` and glibc `malloc_trim(0)`, so heap freed by loading (QLoRA reads the fp32 checkpoint
@@ -168,10 +168,6 @@ def child(args) -> None:
     labels[:, : args.seq_len - args.answer_len] = -100  # the prompt: no loss there
     parts = lm_loss.label_position_parts(model)
     autocast = dtype != torch.float32 and not torch.cuda.is_available()
-    if autocast:  # as train.adapter_input_casting while the Trainer runs under bf16 autocast on the CPU
-        for m in model.modules():
-            if hasattr(m, "cast_input_dtype_enabled"):
-                m.cast_input_dtype_enabled = False
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
 
@@ -184,15 +180,17 @@ def child(args) -> None:
         optim.zero_grad(set_to_none=True)
         return loss.item()
 
-    for _ in range(args.warmup_steps):
-        step()
-    trimmed = release_heap()
-    reset = reset_peak_rss()
-    before = status_mb()
-    ckpt_before = mapped_rss_mb(path) if Path(path).is_dir() else None
-    start = time.perf_counter()
-    losses = [step() for _ in range(args.steps)]
-    seconds = (time.perf_counter() - start) / max(args.steps, 1)
+    # peft's cast of adapter inputs off under autocast, as while the Trainer runs (train.fit)
+    with methods.adapter_input_casting(model, autocast):
+        for _ in range(args.warmup_steps):
+            step()
+        trimmed = release_heap()
+        reset = reset_peak_rss()
+        before = status_mb()
+        ckpt_before = mapped_rss_mb(path) if Path(path).is_dir() else None
+        start = time.perf_counter()
+        losses = [step() for _ in range(args.steps)]
+        seconds = (time.perf_counter() - start) / max(args.steps, 1)
     after = status_mb()
     ckpt_after = mapped_rss_mb(path) if Path(path).is_dir() else None
     peak = after["VmHWM"] if reset else ru_maxrss_mb()

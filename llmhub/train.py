@@ -9,7 +9,6 @@ import json
 import sys
 import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -198,25 +197,12 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
                            optimizers=(build_optimizer(model, t), None), callbacks=patience + trackers)
 
 
-@contextmanager
 def adapter_input_casting(trainer):
-    """While the Trainer runs under bf16 autocast on the CPU, peft's cast of each adapter's input to
-    its fp32 weight dtype is pure overhead (a copy of every [batch, seq, hidden] activation and the
-    dropout mask drawn in fp32), since autocast multiplies in bf16 anyway: it is turned off for the
-    Trainer's lifetime (peft's `cast_input_dtype_enabled` switch; its own context manager fails on
-    IA3 layers, which lack the attribute) and back on for evaluation without autocast. Measured on
-    a CPU with AVX512-BF16: ~8 % more tokens/s (benchmarks/README.md). GPUs keep peft's default."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    """peft's cast of adapter inputs off while this Trainer runs under bf16 autocast on the CPU
+    (methods.adapter_input_casting)."""
+    from .methods import adapter_input_casting as casting
 
-    active = trainer.args.bf16 and not torch.cuda.is_available()
-    layers = [m for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)] if active else []
-    for m in layers:
-        m.cast_input_dtype_enabled = False
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.cast_input_dtype_enabled = True
+    return casting(trainer.model, trainer.args.bf16 and not torch.cuda.is_available())
 
 
 def validation_record(trainer, n_examples: int) -> dict | None:

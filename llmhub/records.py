@@ -49,9 +49,15 @@ class Record:
         return " (bf16)" if self.precision == "bf16" else ""
 
     @property
+    def study_keys(self) -> set:
+        """Every key its study varied, by last name: config leaves (`method.lora_r` -> `lora_r`) and run
+        keys such as `mode`."""
+        return {k.split(".")[-1] for k in self.study.get("varied") or []}
+
+    @property
     def varied(self) -> set:
         """The config leaves its study varied (run keys such as `mode` are the record's own fields)."""
-        return {k.split(".")[-1] for k in self.study.get("varied") or []} & set(self.flat)
+        return self.study_keys & set(self.flat)
 
     @property
     def ablation(self) -> bool:

@@ -187,7 +187,7 @@ def cost(records: list[Record]) -> str:
 def _studied(r: Record) -> list[str]:
     """The keys a run's study varied that the table can show: config leaves, and `mode` (zero-shot,
     few-shot, finetune) for studies that compare baselines with fine-tuning."""
-    return sorted(r.varied | ({"mode"} & {k.split(".")[-1] for k in r.study.get("varied") or []}))
+    return sorted(r.varied | ({"mode"} & r.study_keys))
 
 
 def _value(r: Record, key: str):
@@ -213,17 +213,13 @@ def sweeps(records: list[Record]) -> str:
     return "\n\n".join(out)
 
 
-def _compares_methods(r: Record) -> bool:
-    return "method" in {k.split(".")[-1] for k in r.study.get("varied") or []}
-
-
 def _method_studies(records: list[Record]) -> dict[Path, list[Record]]:
     """Studies that vary `method`, by sweep folder; prompting rows first, then methods in METHOD_LABEL
     order, then by training-set size."""
     order = {m: i for i, m in enumerate(METHOD_LABEL)}
     groups = defaultdict(list)
     for r in records:
-        if _compares_methods(r):
+        if "method" in r.study_keys:
             groups[r.path.parent.parent].append(r)
     return {folder: sorted(rs, key=lambda r: (MODE_ORDER.get(r.mode, 3), r.examples or 0,
                                               order.get(r.flat.get("method"), len(order)), r.path.parent.name))

@@ -16,7 +16,15 @@ Where the time goes: forward hooks time every call of the model in the batched a
 than one new token per row is a prefill, one token per row a decode step. A decode step's bound is
 weight bytes / bandwidth (+ the KV cache it reads, reported beside); the prefill is compute-bound
 (2 x non-embedding parameters FLOPs per padded prompt token, attention left out).
-Last line: speedup=<batched / one_by_one ex/s> speedup_vs_seed=<same> fraction_of_bound=<f>
+  vllm         vLLM's offline engine (llmhub/vllm_engine.py, --eval_engine vllm) on the same --examples
+               prompts, tokenised the same way, in the batched arm's dtype; runs when vLLM's
+               virtualenv exists (make -C inference/vllm venv) unless --no_vllm. Its examples/s
+               count generation only, and again with the child's start-up (imports, loading).
+               Across engines (and dtypes) predictions are not identical: ROUGE against the
+               references is reported for both batched arms instead.
+Last line: speedup=<batched / one_by_one ex/s> vllm_speedup=<vllm / one_by_one>
+           vllm_speedup_with_startup=<same, start-up counted> speedup_vs_seed=<the best of the engines>
+           fraction_of_bound=<f> decode_fraction_of_bound=<f>
 """
 import argparse
 import os
@@ -24,7 +32,7 @@ import time
 
 import torch
 
-from llmhub import models, prompts
+from llmhub import metrics, models, prompts, vllm_engine
 from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
 from llmhub.generate import generate
@@ -83,6 +91,20 @@ def run(model, tok, texts, batch_size, max_new_tokens, **kw) -> tuple[list[str],
     return out, time.perf_counter() - start
 
 
+def vllm_arm(tok, texts: list[str], path: str, dtype: torch.dtype, max_new_tokens: int) -> tuple[list[str], dict]:
+    """The vLLM engine on the prompts: predictions and timings."""
+    ids = tok(texts, truncation=True, max_length=2048)["input_ids"]
+    start = time.perf_counter()
+    answer = vllm_engine.generate_ids(path, ids, max_new_tokens, vllm_engine.DTYPES[str(dtype)], progress=False)
+    wall = time.perf_counter() - start
+    outputs = [prompts.clean_generation(t) for t in tok.batch_decode(answer["tokens"], skip_special_tokens=True)]
+    new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
+    return outputs, {"seconds_with_startup": wall, "startup_seconds": answer["startup_seconds"],
+                     "seconds": answer["generate_seconds"], "examples_per_second": len(texts) / answer["generate_seconds"],
+                     "examples_per_second_with_startup": len(texts) / wall, "generated_tokens": new_tokens,
+                     "generated_tokens_per_second": new_tokens / answer["generate_seconds"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data")
@@ -91,6 +113,7 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--cache", choices=["dynamic", "static"], default="dynamic")
     ap.add_argument("--max_new_tokens", type=int, default=60)
+    ap.add_argument("--no_vllm", action="store_true", help="leave out the vLLM arm")
     ap.add_argument("--output", default="results/benchmarks/generation.json")
     args = ap.parse_args()
 
@@ -154,12 +177,29 @@ def main() -> None:
         report["identical_predictions"] = f"{n_small - len(differ)}/{n_small}"
         report["differing_ids"] = [d[0] for d in differ]
         print(f"identical predictions (fp32, one by one vs batched): {report['identical_predictions']}")
-    report["speedup"] = report["batched"]["examples_per_second"] / report["one_by_one"]["examples_per_second"]
+    seed = report["one_by_one"]["examples_per_second"]
+    report["speedup"] = report["batched"]["examples_per_second"] / seed
+    refs = [r["target"] for r in rows]
+    report["batched"]["rouge"] = metrics.rouge_metrics(refs, outputs)
+    report["speedup_vs_seed"] = report["speedup"]
+    if not args.no_vllm and vllm_engine.python().is_file():
+        vllm_outputs, report["vllm"] = vllm_arm(tok, texts, path, dtype, args.max_new_tokens)
+        v = report["vllm"]
+        v["rouge"] = metrics.rouge_metrics(refs, vllm_outputs)
+        v["speedup"], v["speedup_with_startup"] = v["examples_per_second"] / seed, v["examples_per_second_with_startup"] / seed
+        report["speedup_vs_seed"] = max(report["speedup"], v["speedup"])
+        print(f"vllm {dtype}: {v['seconds']:.1f} s for {len(rows)} ({v['examples_per_second']:.2f} ex/s), "
+              f"{v['generated_tokens_per_second']:.0f} generated tokens/s; with its start-up of {v['startup_seconds']:.1f} s: "
+              f"{v['seconds_with_startup']:.1f} s ({v['examples_per_second_with_startup']:.2f} ex/s)", flush=True)
+        print(f"ROUGE-1 / ROUGE-L on {len(rows)}: transformers {report['batched']['rouge']['rouge1']:.2f} / "
+              f"{report['batched']['rouge']['rougeL']:.2f}, vllm {v['rouge']['rouge1']:.2f} / {v['rouge']['rougeL']:.2f}")
     report["load_average_after"] = os.getloadavg()
     write_json(args.output, report)
     print(f"load average {report['load_average_before'][0]:.2f} -> {report['load_average_after'][0]:.2f}")
-    print(f"speedup={report['speedup']:.2f} speedup_vs_seed={report['speedup']:.2f} "
-          f"fraction_of_bound={report['fraction_of_bound']:.3f} "
+    v = report.get("vllm", {})
+    print(f"speedup={report['speedup']:.2f} vllm_speedup={v.get('speedup', float('nan')):.2f} "
+          f"vllm_speedup_with_startup={v.get('speedup_with_startup', float('nan')):.2f} "
+          f"speedup_vs_seed={report['speedup_vs_seed']:.2f} fraction_of_bound={report['fraction_of_bound']:.3f} "
           f"decode_fraction_of_bound={report['decode_fraction_of_bound']:.3f}")
 
 

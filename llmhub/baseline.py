@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import data as data_mod
-from . import models, prompts
+from . import models, prompts, vllm_engine
 from .config import RunConfig
 from .errors import HubError
 from .generate import count_tokens, fit_input
@@ -106,6 +106,9 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     if s.family == "encoder":
         raise HubError(f"'{cfg.model.pretrained_ckpt}' is an encoder with no text output; "
                        "zero-/few-shot baselines need a causal or seq2seq model")
+    vllm = cfg.eval.eval_engine == "vllm"
+    if vllm:  # the base model, 4-bit when the run asks for it
+        vllm_engine.check(s.family, "qlora" if cfg.method.method == "qlora" else None)
     out = Path(cfg.output_dir)
     plan = check_output_dir(out, overwrite, resume=True)
 
@@ -126,18 +129,21 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     texts, lengths, over = build_prompts(tok, s.style, s.kind, s.labels, [r["input"] for r in rows],
                                          mode, examples, budget, fmt)
 
-    model = models.load_base_model(s.path, s.family, models.resolve_dtype(cfg.model.torch_dtype),
-                                   quantize_4bit=cfg.method.method == "qlora")
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
+    dtype = models.resolve_dtype(cfg.model.torch_dtype)
+    if not vllm:
+        model = models.load_base_model(s.path, s.family, dtype, quantize_4bit=cfg.method.method == "qlora")
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tok.pad_token_id
     if plan == "replace":  # the old run goes only once the new one is ready to start
         replace_run(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg.dump(out / "config.yaml")
     (out / "prompt_example.txt").write_text(texts[0])  # what the model saw, for a human to check
     start = time.perf_counter()
-    outputs = generate(model, tok, texts, s.family, max_new, cfg.eval.eval_batch_size,
-                       max_source_length=budget)
+    if vllm:
+        outputs = vllm_engine.generate(tok, texts, s.path, max_new, dtype, budget)
+    else:
+        outputs = generate(model, tok, texts, s.family, max_new, cfg.eval.eval_batch_size, max_source_length=budget)
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     for p, n, o in zip(preds, lengths, over):

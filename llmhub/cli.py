@@ -47,6 +47,8 @@ def cmd_evaluate(args) -> None:
         sets["test_samples"] = args.test_samples
     if args.data_dir is not None:
         sets["data_dir"] = args.data_dir
+    if args.eval_engine is not None:
+        sets["eval_engine"] = args.eval_engine
     _print_summary(evaluate_experiment(args.experiment_dir, sets, overwrite=args.overwrite, name=args.name))
 
 
@@ -54,6 +56,9 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment_dir", help="a trained experiment directory (holds config.yaml and model/)")
     p.add_argument("--data_dir", help="data folder, if it moved since training")
     p.add_argument("--test_samples", type=int, help="evaluate on the first N test examples")
+    p.add_argument("--eval_engine", choices=config_mod.EVAL_ENGINES,
+                   help="generate in this process (transformers) or with vLLM's offline engine (vllm; "
+                        "needs make -C inference/vllm venv)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an evaluation setting (test_samples, eval_batch_size, max_new_tokens, ...)")
     p.add_argument("--name", help="write this evaluation to EXP/eval/NAME/ (default: in place for a run "

@@ -106,11 +106,17 @@ class TrainConfig:
                                  ge=0)
 
 
+EVAL_ENGINES = ("transformers", "vllm")
+
+
 @dataclass
 class EvalConfig:
     eval_batch_size: int = _f(16, "examples per generation batch", ge=1)
     max_new_tokens: int | None = _f(None, "tokens generated per example (default: per task)",
                                      ge=1)
+    eval_engine: str = _f("transformers", "where evaluation generates: transformers (this process) | vllm "
+                          "(vLLM's offline engine from inference/vllm/.venv; causal models, LoRA or full)",
+                          choices=EVAL_ENGINES)
 
 
 @dataclass

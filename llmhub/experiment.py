@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, methods, metrics, models, prompts
+from . import generate, methods, metrics, models, prompts, vllm_engine
 from .config import RunConfig, validate
 from .errors import HubError
 from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
@@ -29,7 +29,8 @@ from .rundir import check_output_dir, check_resume_config, differences, disk_err
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
 LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
-EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype")
+EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype",
+             "eval_engine")
 
 
 @dataclass
@@ -57,6 +58,8 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
     models.resolve_dtype(cfg.model.torch_dtype)
     if mode in ("finetune", "evaluate") and family != "encoder":
         _check_prompt_room(cfg, family, spec.kind)
+    if mode in ("finetune", "evaluate") and cfg.eval.eval_engine == "vllm":
+        vllm_engine.check(family, cfg.method.method)
     if mode == "finetune" and "train" in splits:
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
@@ -131,15 +134,24 @@ def load_trained(exp_dir: Path, cfg: RunConfig, family: str):
     return tok, model
 
 
+def load_for_eval(exp_dir: Path, cfg: RunConfig, family: str):
+    """The tokenizer and, for the transformers engine, the model of a finished experiment; vLLM
+    loads the model itself (model None)."""
+    if cfg.eval.eval_engine == "vllm":
+        return models.load_tokenizer(str(exp_dir / "model"), family), None
+    return load_trained(exp_dir, cfg, family)
+
+
 def trained_labels(model_dir: Path) -> list[str]:
     """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
     labels = Path(model_dir) / LABELS_FILE
     return json.loads(labels.read_text()) if labels.is_file() else []
 
 
-def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> list[str]:
+def predict(model, tok, s: Setup, rows: list[dict], model_dir: Path, progress: bool = True) -> list[str]:
     """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
-    cleaned) text otherwise. Zero-/few-shot prompting lives in baseline.py."""
+    cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the saved `model_dir`.
+    Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
     if s.family == "encoder":
@@ -148,6 +160,11 @@ def predict(model, tok, s: Setup, rows: list[dict], progress: bool = True) -> li
     prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length,
                                           prompts.for_run(cfg.data, tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
+    if cfg.eval.eval_engine == "vllm":
+        adapter = (model_dir / "adapter_config.json").is_file()
+        return vllm_engine.generate(tok, prompt_texts, s.path if adapter else model_dir, max_new,
+                                    models.resolve_dtype(cfg.model.torch_dtype), cfg.data.max_source_length,
+                                    model_dir if adapter else None, progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
 
@@ -166,11 +183,11 @@ def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[di
     return result, preds
 
 
-def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict) -> dict:
-    """Predict the test split, score it, write predictions.jsonl then results.json."""
+def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, model_dir: Path) -> dict:
+    """Predict the test split, score it, write predictions.jsonl then results.json (into exp_dir)."""
     rows = s.splits["test"]
     start = time.perf_counter()
-    outputs = predict(model, tok, s, rows)
+    outputs = predict(model, tok, s, rows, model_dir)
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
@@ -207,7 +224,7 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
         check_resume_config(out, cfg)
         if (out / "model" / TRAIN_STATS).is_file():  # killed after training: evaluate the saved model
             print(f"resume: training of {out} had finished; evaluating the saved model", file=sys.stderr)
-            tok, model = load_trained(out, cfg, s.family)
+            tok, model = load_for_eval(out, cfg, s.family)
             stats = json.loads((out / "model" / TRAIN_STATS).read_text())
             return _finish(out, model, tok, s, stats)
     tok, model = load_for_training(s)
@@ -234,6 +251,8 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
         if s.labels:
             write_json(tmp / LABELS_FILE, s.labels)
         write_json(tmp / TRAIN_STATS, stats)  # last: a model/ folder is complete by construction
+    if cfg.eval.eval_engine == "vllm":  # vLLM loads the saved model: free this one's memory for it
+        model = None
     return _finish(out, model, tok, s, stats)
 
 
@@ -244,7 +263,7 @@ def _with_validation(train: dict | None) -> dict:
 
 
 def _finish(out: Path, model, tok, s: Setup, stats: dict) -> dict:
-    record = evaluate_into(out, model, tok, s, _with_validation(stats))
+    record = evaluate_into(out, model, tok, s, _with_validation(stats), out / "model")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return record
 
@@ -293,7 +312,7 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
     s = prepare(cfg, splits=("test",), mode="evaluate")
     if s.kind == "classification" and trained_labels(exp_dir / "model"):
         s.labels = trained_labels(exp_dir / "model")
-    tok, model = load_trained(exp_dir, cfg, s.family)
+    tok, model = load_for_eval(exp_dir, cfg, s.family)
     stats_file = exp_dir / "model" / TRAIN_STATS
     extra = _with_validation(json.loads(stats_file.read_text()) if stats_file.is_file() else (previous or {}).get("train"))
     extra["validation"] = extra["validation"] or (previous or {}).get("validation")
@@ -301,4 +320,4 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
         if target != exp_dir or diff:
             cfg.output_dir = str(target)
             cfg.dump(target / "config.yaml")  # the folder's config describes the results beside it
-        return evaluate_into(target, model, tok, s, extra)
+        return evaluate_into(target, model, tok, s, extra, exp_dir / "model")

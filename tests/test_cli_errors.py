@@ -40,6 +40,9 @@ def base_args(tiny_models, data_dir, tmp_path):
     (["--lora_r", "abc"], "config key 'lora_r' must be an integer"),
     (["--set", "lora_rank=4"], "unknown config key 'lora_rank'"),
     (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+    (["--eval_engine", "tgi"], "unknown eval_engine 'tgi'; allowed: transformers, vllm"),
+    (["--eval_engine", "vllm", "--method", "prefix"],
+     "--eval_engine vllm evaluates LoRA adapters and fully fine-tuned models, not method 'prefix'"),
 ])
 def test_bad_train_input(base_args, tmp_path, extra, message):
     args = list(base_args)
@@ -55,6 +58,19 @@ def test_bad_train_input(base_args, tmp_path, extra, message):
     assert message in error_line(proc)
     if "sgd" not in extra:  # everything up to the optimiser is validated before writing
         assert not (tmp_path / "out").exists()
+
+
+def test_vllm_engine_checked_before_training(base_args, tiny_models, tmp_path):
+    """Without vLLM's environment, or for a model family vLLM does not run, a run asking to be
+    evaluated by vLLM fails before it trains."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LLMHUB_VLLM_PYTHON": str(tmp_path / "no-python")}
+    proc = subprocess.run([sys.executable, *base_args, "--eval_engine", "vllm"], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and f"--eval_engine vllm: no python at {tmp_path / 'no-python'}" in error_line(proc)
+    t5 = [a if a != str(tiny_models["llama"]) else str(tiny_models["t5"]) for a in base_args]
+    proc = run(*t5, "--eval_engine", "vllm")
+    assert proc.returncode == 2 and "--eval_engine vllm evaluates causal (decoder-only) models" in error_line(proc)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("content,message", [

@@ -1,8 +1,10 @@
 """vLLM's CPU build serving a model through inference/vllm/launch.py, compared with transformers'
-greedy decoding in fp32, and behind our server (--engine vllm) serving an adapter unmerged.
+greedy decoding in fp32, behind our server (--engine vllm) serving an adapter unmerged, and as the
+evaluation engine (--eval_engine vllm).
 Needs vLLM's own virtualenv (make -C inference/vllm venv)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -80,3 +82,24 @@ def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
             here, there = (post(s, "/v1/completions", json=ask).json() for s in (front, upstream))
             assert here["usage"] == there["usage"]
             assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])
+
+
+def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path):
+    """fp32: vLLM's greedy tokens with the LoRA adapter unmerged, decoded here, are the transformers
+    engine's predictions, so the metrics are the same too; the evaluation goes to its own folder.
+    At this learning rate the tiny model's predictions vary and the adapter changes them."""
+    from llmhub.experiment import evaluate_experiment, load_trained, predict, prepare
+    from llmhub.resolve import resolve
+
+    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, learning_rate=0.003, torch_dtype="float32")
+    record = evaluate_experiment(exp, {"eval_engine": "vllm"})
+    assert record["config"]["eval"]["eval_engine"] == "vllm"
+    assert record["metrics"] == json.loads((exp / "results.json").read_text())["metrics"]
+    read = lambda folder: [json.loads(x)["prediction"] for x in (folder / "predictions.jsonl").read_text().splitlines()]  # noqa: E731
+    ours = read(exp)
+    assert read(exp / "eval" / "eval_engine-vllm") == ours and len(set(ours)) > 1
+    cfg = resolve(config_file=exp / "config.yaml")
+    s = prepare(cfg, splits=("test",), mode="evaluate")
+    tok, model = load_trained(exp, cfg, s.family)
+    with model.disable_adapter():
+        assert predict(model, tok, s, s.splits["test"], exp / "model", progress=False) != ours

@@ -148,9 +148,10 @@ def trained_labels(model_dir: Path) -> list[str]:
     return json.loads(labels.read_text()) if labels.is_file() else []
 
 
-def predict(model, tok, s: Setup, rows: list[dict], model_dir: Path, progress: bool = True) -> list[str]:
+def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: bool = True) -> list[str]:
     """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
-    cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the saved `model_dir`.
+    cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the experiment
+    directory `trained` (its saved model/).
     Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
@@ -161,10 +162,9 @@ def predict(model, tok, s: Setup, rows: list[dict], model_dir: Path, progress: b
                                           prompts.for_run(cfg.data, tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     if cfg.eval.eval_engine == "vllm":
-        adapter = (model_dir / "adapter_config.json").is_file()
-        return vllm_engine.generate(tok, prompt_texts, s.path if adapter else model_dir, max_new,
-                                    models.resolve_dtype(cfg.model.torch_dtype), cfg.data.max_source_length,
-                                    model_dir if adapter else None, progress)
+        dtype = models.resolve_dtype(cfg.model.torch_dtype)
+        return vllm_engine.generate_trained(tok, prompt_texts, trained, max_new, dtype, cfg.data.max_source_length,
+                                            progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
 
@@ -183,11 +183,12 @@ def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[di
     return result, preds
 
 
-def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, model_dir: Path) -> dict:
-    """Predict the test split, score it, write predictions.jsonl then results.json (into exp_dir)."""
+def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, trained: Path) -> dict:
+    """Predict the test split with the model of experiment `trained`, score it, write
+    predictions.jsonl then results.json into exp_dir (`trained` itself or one of its eval/ folders)."""
     rows = s.splits["test"]
     start = time.perf_counter()
-    outputs = predict(model, tok, s, rows, model_dir)
+    outputs = predict(model, tok, s, rows, trained)
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
@@ -263,7 +264,7 @@ def _with_validation(train: dict | None) -> dict:
 
 
 def _finish(out: Path, model, tok, s: Setup, stats: dict) -> dict:
-    record = evaluate_into(out, model, tok, s, _with_validation(stats), out / "model")
+    record = evaluate_into(out, model, tok, s, _with_validation(stats), out)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return record
 
@@ -320,4 +321,4 @@ def evaluate_experiment(exp_dir: str | Path, overrides: dict | None = None, over
         if target != exp_dir or diff:
             cfg.output_dir = str(target)
             cfg.dump(target / "config.yaml")  # the folder's config describes the results beside it
-        return evaluate_into(target, model, tok, s, extra, exp_dir / "model")
+        return evaluate_into(target, model, tok, s, extra, exp_dir)

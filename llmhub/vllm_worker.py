@@ -3,8 +3,7 @@ never imported by llmhub (llmhub/vllm_engine.py writes the request and reads the
 
   python vllm_worker.py REQUEST.json OUTPUT.json
 
-REQUEST: {"model", "prompts": [[id, ...], ...], "max_tokens", "dtype", "max_model_len",
-          "adapter": LoRA folder or null, "lora_rank", "progress"}
+REQUEST: {"model", "prompts": [[id, ...], ...], "max_tokens", "dtype", "max_model_len", "progress"}
 OUTPUT:  {"tokens": [[new id, ...], ...] in prompt order, "startup_seconds", "generate_seconds"},
          written whole (renamed into place) only when every prompt is done.
 """
@@ -18,20 +17,17 @@ def main() -> None:
     start = time.perf_counter()
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
-    from vllm.lora.request import LoRARequest
 
     request_file, output_file = sys.argv[1:3]
     with open(request_file) as f:
         req = json.load(f)
-    lora = {"enable_lora": True, "max_lora_rank": req["lora_rank"], "max_loras": 1} if req["adapter"] else {}
     # eager and in one process: on a small CPU, compiling and spawning cost more start-up time than
     # they save on one evaluation (llmhub/vllm_engine.py has the figures)
     llm = LLM(model=req["model"], dtype=req["dtype"], max_model_len=req["max_model_len"], seed=0,
-              enforce_eager=True, distributed_executor_backend="uni", **lora)
+              enforce_eager=True, distributed_executor_backend="uni")
     ready = time.perf_counter()
     outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in req["prompts"]],
                            SamplingParams(temperature=0, max_tokens=req["max_tokens"], detokenize=False),
-                           lora_request=LoRARequest("adapter", 1, req["adapter"]) if req["adapter"] else None,
                            use_tqdm=req["progress"])
     answer = {"tokens": [list(o.outputs[0].token_ids) for o in outputs], "startup_seconds": ready - start,
               "generate_seconds": time.perf_counter() - ready}

@@ -42,7 +42,7 @@ def base_args(tiny_models, data_dir, tmp_path):
     (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
     (["--eval_engine", "tgi"], "unknown eval_engine 'tgi'; allowed: transformers, vllm"),
     (["--eval_engine", "vllm", "--method", "prefix"],
-     "--eval_engine vllm evaluates LoRA adapters and fully fine-tuned models, not method 'prefix'"),
+     "--eval_engine vllm evaluates LoRA and IA3 adapters (merged) and fully fine-tuned models, not method 'prefix'"),
 ])
 def test_bad_train_input(base_args, tmp_path, extra, message):
     args = list(base_args)

@@ -1,4 +1,4 @@
-"""inference/merge.py on tiny trained experiments: seq2seq (the original's seq2seq branch never
+"""inference/merge.py (llmhub/merge.py) on tiny trained experiments: seq2seq (the original's seq2seq branch never
 loaded the adapter), causal and encoder; the merged folder reproduces base + adapter, serves the
 same predictions, and unmergeable or broken inputs fail with one line."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from llmhub.errors import HubError
 from llmhub.serving import Predictor
 from test_server import eval_rows, trained_experiment
 
-from inference.merge import CHECK_TEXTS, compare, logits_of, merge
+from llmhub.merge import CHECK_TEXTS, compare, logits_of, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 

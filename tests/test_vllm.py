@@ -85,7 +85,7 @@ def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
 
 
 def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path):
-    """fp32: vLLM's greedy tokens with the LoRA adapter unmerged, decoded here, are the transformers
+    """fp32: vLLM's greedy tokens with the LoRA adapter merged, decoded here, are the transformers
     engine's predictions, so the metrics are the same too; the evaluation goes to its own folder.
     At this learning rate the tiny model's predictions vary and the adapter changes them."""
     from llmhub.experiment import evaluate_experiment, load_trained, predict, prepare
@@ -102,4 +102,4 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
     s = prepare(cfg, splits=("test",), mode="evaluate")
     tok, model = load_trained(exp, cfg, s.family)
     with model.disable_adapter():
-        assert predict(model, tok, s, s.splits["test"], exp / "model", progress=False) != ours
+        assert predict(model, tok, s, s.splits["test"], exp, progress=False) != ours

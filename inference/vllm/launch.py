@@ -16,13 +16,17 @@ prompt, "max_tokens": n}.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from llmhub.cli import run
 from llmhub.errors import HubError
-from llmhub.vllm_engine import VENV_PYTHON, lora_rank
+from llmhub.vllm_engine import VENV_PYTHON
+
+# vLLM sizes its LoRA buffers for one of these ranks; an adapter's rank is rounded up to the next.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default=str(VENV_PYTHON),
                    help="the python of an environment with vLLM (default: inference/vllm/.venv, from make venv)")
     return p
+
+
+def lora_rank(adapter_dir: Path) -> int:
+    r = json.loads((adapter_dir / "adapter_config.json").read_text()).get("r")
+    if not isinstance(r, int) or r < 1:
+        raise HubError(f"{adapter_dir / 'adapter_config.json'}: field 'r' must be a positive integer, got {r!r}")
+    bigger = [k for k in LORA_RANKS if k >= r]
+    if not bigger:
+        raise HubError(f"{adapter_dir}: LoRA rank {r} is above vLLM's largest ({LORA_RANKS[-1]}); merge it instead")
+    return bigger[0]
 
 
 def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> list[str]:

@@ -84,22 +84,26 @@ def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
             assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])
 
 
-def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path):
-    """fp32: vLLM's greedy tokens with the LoRA adapter merged, decoded here, are the transformers
-    engine's predictions, so the metrics are the same too; the evaluation goes to its own folder.
-    At this learning rate the tiny model's predictions vary and the adapter changes them."""
-    from llmhub.experiment import evaluate_experiment, load_trained, predict, prepare
+@pytest.mark.parametrize("method, learning_rate", [("lora", 3e-3), ("ia3", 1e-2), ("full", 3e-5)])
+def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path, method, learning_rate):
+    """fp32: vLLM's greedy tokens from the saved model (an adapter merged first), decoded here, are
+    the transformers engine's predictions, so the metrics are the same too; the evaluation goes to
+    its own folder. At these learning rates the tiny model's predictions vary and training changed them."""
+    import torch
+
+    from llmhub import models
+    from llmhub.experiment import evaluate_experiment, predict, prepare
     from llmhub.resolve import resolve
 
-    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, learning_rate=0.003, torch_dtype="float32")
+    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, method=method, learning_rate=learning_rate,
+                             torch_dtype="float32")
     record = evaluate_experiment(exp, {"eval_engine": "vllm"})
     assert record["config"]["eval"]["eval_engine"] == "vllm"
     assert record["metrics"] == json.loads((exp / "results.json").read_text())["metrics"]
     read = lambda folder: [json.loads(x)["prediction"] for x in (folder / "predictions.jsonl").read_text().splitlines()]  # noqa: E731
     ours = read(exp)
     assert read(exp / "eval" / "eval_engine-vllm") == ours and len(set(ours)) > 1
-    cfg = resolve(config_file=exp / "config.yaml")
-    s = prepare(cfg, splits=("test",), mode="evaluate")
-    tok, model = load_trained(exp, cfg, s.family)
-    with model.disable_adapter():
-        assert predict(model, tok, s, s.splits["test"], exp, progress=False) != ours
+    s = prepare(resolve(config_file=exp / "config.yaml"), splits=("test",), mode="evaluate")
+    base = models.load_base_model(s.path, s.family, torch.float32)
+    tok = models.load_tokenizer(s.path, s.family)
+    assert predict(base, tok, s, s.splits["test"], exp, progress=False) != ours

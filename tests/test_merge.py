@@ -87,3 +87,20 @@ def test_cli(tmp_path, tiny_models, data_dir):
     assert json.loads((out / "merge.json").read_text())["peft_type"] == "LORA"
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "pass --overwrite" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_vllm_launch_merged_dir_refusals(tmp_path, tiny_models, data_dir):
+    """inference/vllm/launch.py --merged_dir: only for an adapter experiment, and never into a folder
+    holding anything but an earlier merge (checked before vLLM starts; any python stands in for vLLM's)."""
+    exp = trained_experiment(tmp_path, tiny_models["llama"], data_dir)
+    launch = [sys.executable, str(ROOT / "inference" / "vllm" / "launch.py"), "--python", sys.executable]
+    r = subprocess.run(launch + ["--model", str(exp / "model"), "--merged_dir", str(tmp_path / "m")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
+        "error: --merged_dir needs --experiment_dir of an adapter experiment and no --adapter"
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    r = subprocess.run(launch + ["--experiment_dir", str(exp), "--merged_dir", str(busy)], capture_output=True, text=True)
+    assert r.returncode == 2 and "holds files that are not a merged model (no merge.json)" in r.stderr
+    assert (busy / "notes.txt").read_text() == "mine"

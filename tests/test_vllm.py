@@ -107,3 +107,25 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
     base = models.load_base_model(s.path, s.family, torch.float32)
     tok = models.load_tokenizer(s.path, s.family)
     assert predict(base, tok, s, s.splits["test"], exp, progress=False) != ours
+
+
+def test_launch_serves_merged_adapter(tiny_models, data_dir, tmp_path):
+    """--merged_dir: the adapter merged first and served under the experiment's name; in fp32 vLLM
+    answers the completions our own server gives for the same experiment."""
+    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, learning_rate=3e-3, torch_dtype="float32")
+    merged = tmp_path / "merged"
+    args = ["--experiment_dir", str(exp), "--merged_dir", str(merged), "--dtype", "float32", "--max_model_len", "512",
+            "--kv_cache_gib", "1"]
+    with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=600) as vllm, \
+            ServerProcess(["--experiment_dir", str(exp)]) as ours:
+        assert json.loads((merged / "merge.json").read_text())["peft_type"] == "LORA"
+        assert [m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]] == [exp.resolve().name]
+        answers = set()
+        for text in DIALOGUES:
+            ask = {"model": exp.resolve().name, "prompt": f"### Dialogue: {text}\n### Summary:", "max_tokens": 8,
+                   "temperature": 0}
+            here, there = (post(s, "/v1/completions", json=ask).json() for s in (vllm, ours))
+            shown = here["choices"][0]["text"].replace("\ufffd", "")
+            assert shown == there["choices"][0]["text"].replace("\ufffd", "")
+            answers.add(shown)
+        assert len(answers) > 1

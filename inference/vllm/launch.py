@@ -2,12 +2,14 @@
 
   make -C inference/vllm venv                                   # once: inference/vllm/.venv
   python inference/vllm/launch.py --experiment_dir experiments/llama2-summ --port 8001
+  python inference/vllm/launch.py --experiment_dir experiments/llama2-summ --merged_dir merged/llama2-summ
   python inference/vllm/launch.py --model merged/llama2-summ --port 8001
   python inference/vllm/launch.py --experiment_dir experiments/a --adapter b=experiments/b   # two adapters
 
 An experiment trained with an adapter is served as its base model plus the adapter, unmerged
-(`--enable-lora`, rank limit read from the adapter's adapter_config.json), under the model name
-`--name` (default: the experiment folder's name); the base answers as the base's folder name. A
+(`--enable-lora`, rank limit read from the adapter's adapter_config.json), or with `--merged_dir
+DIR` merged into DIR first (much faster on a CPU), under the model name `--name` (default: the
+experiment folder's name); the base answers as the base's folder name. A
 fully fine-tuned experiment, a merged folder (inference/merge.py) or a plain model folder is served
 as is. `--adapter NAME=EXP_DIR` (repeatable) adds more adapters trained on the same base, as our
 server's flag of the same name does. Requests: POST /v1/completions {"model": NAME, "prompt": rendered
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name clients ask for (default: the folder's name)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=EXP_DIR",
                    help="one more LoRA experiment on the same base, served as NAME (repeatable)")
+    p.add_argument("--merged_dir", help="merge the experiment's adapter into this folder first (inference/merge.py; "
+                                        "replaces an earlier merge there) and serve that: vLLM's LoRA kernels are "
+                                        "slow on a CPU")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32 (default: %(default)s)")
@@ -99,6 +104,8 @@ def command(args) -> list[str]:
         raise HubError(f"{exp} is not an experiment directory (no config.yaml)")
     model_dir = exp / "model"
     name = args.name or exp.resolve().name
+    if args.merged_dir:
+        return cmd + ["--model", str(Path(args.merged_dir).resolve()), "--served-model-name", name]
     if (model_dir / "adapter_config.json").is_file():
         from llmhub.catalog import base_of
 
@@ -112,6 +119,20 @@ def command(args) -> list[str]:
     raise HubError(f"{model_dir} holds neither an adapter (adapter_config.json) nor a model (config.json)")
 
 
+def merge_first(args) -> None:
+    """--merged_dir: the experiment's adapter merged into that folder, which may hold only an earlier merge."""
+    from llmhub.merge import merge
+
+    exp, out = Path(args.experiment_dir or ""), Path(args.merged_dir)
+    if not args.experiment_dir or args.adapter or not (exp / "model" / "adapter_config.json").is_file():
+        raise HubError("--merged_dir needs --experiment_dir of an adapter experiment and no --adapter")
+    if out.exists() and any(out.iterdir()) and not (out / "merge.json").is_file():
+        raise HubError(f"--merged_dir {out} holds files that are not a merged model (no merge.json); "
+                       "give an empty or new folder")
+    print(f"merging {exp} into {out}", file=sys.stderr, flush=True)
+    merge(exp, out, overwrite=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
@@ -119,11 +140,13 @@ def main(argv: list[str] | None = None) -> None:
         if not Path(args.python).is_file():
             raise HubError(f"no python at {args.python}: create vLLM's virtualenv with `make -C inference/vllm venv` "
                            "or pass --python")
+        if args.merged_dir:
+            merge_first(args)
         cmd = command(args)
         print(" ".join(cmd), file=sys.stderr, flush=True)
         if "--enable-lora" in cmd and not torch.cuda.is_available():
             print("warning: vLLM's LoRA kernels are slow on a CPU (16 SAMSum prompts: 95.9 s unmerged vs 2.5 s "
-                  "merged); to serve one adapter, merge it (inference/merge.py) and pass --model", file=sys.stderr)
+                  "merged); to serve one adapter, pass --merged_dir", file=sys.stderr)
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}
         os.execve(cmd[0], cmd, env)
 

@@ -115,7 +115,7 @@ class EvalConfig:
     max_new_tokens: int | None = _f(None, "tokens generated per example (default: per task)",
                                      ge=1)
     eval_engine: str = _f("transformers", "where evaluation generates: transformers (this process) | vllm "
-                          "(vLLM's offline engine from inference/vllm/.venv; causal models, LoRA or full)",
+                          "(vLLM's offline engine from inference/vllm/.venv; causal: base, LoRA, IA3 or full)",
                           choices=EVAL_ENGINES)
 
 

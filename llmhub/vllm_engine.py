@@ -5,14 +5,15 @@ tokenised here exactly as the transformers engine tokenises them, go to a child 
 (`vllm_worker.py` run by vLLM's python) that generates greedily and returns the new token ids, which
 are decoded and cleaned here. A fully fine-tuned model folder or a base model is loaded as is; an
 adapter is first merged into an fp32 copy of its base in a temporary folder (llmhub/merge.py, checked
-against base + adapter), since vLLM's LoRA kernels on a CPU are slow: 16 SAMSum prompts took 95.9 s
-with the demo's rank-64 adapter unmerged, 2.5 s merged (after a 9-s merge).
+against base + adapter; 4 bytes of disk per parameter), since vLLM's LoRA kernels on a CPU are slow:
+16 SAMSum prompts took 95.9 s with the demo's rank-64 adapter unmerged, 2.5 s merged (after a 9-s
+merge).
 
 The child runs vLLM in one process (no engine-core and worker processes), eagerly, with a thread
 per core of this process: on a 2-core CPU, for 200 SAMSum prompts, that is about 10 s of start-up
 and 25 s of generation, against 55-65 s and 20 s compiled; vLLM's default of keeping a core back
-for its scheduler nearly halves the speed there (benchmarks/README.md has the figures; bench_generation.py compares this
-engine with the transformers one).
+for its scheduler nearly halves the speed there. benchmarks/README.md has the figures, and
+bench_generation.py compares this engine with the transformers one.
 """
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def generate_trained(tokenizer, prompt_texts: list[str], exp_dir: Path, max_new_
     from .merge import merge
 
     with tempfile.TemporaryDirectory(prefix="llmhub-merged-") as tmp:
+        print(f"merging the adapter of {exp_dir} into its base for vLLM", file=sys.stderr, flush=True)
         merge(exp_dir, Path(tmp) / "model")
         return generate(tokenizer, prompt_texts, Path(tmp) / "model", max_new_tokens, dtype, max_source_length,
                         progress)

@@ -47,6 +47,10 @@ def check(family: str, method: str | None) -> None:
     if not python().is_file():
         raise HubError(f"--eval_engine vllm: no python at {python()}; create vLLM's virtualenv with "
                        "`make -C inference/vllm venv` or set LLMHUB_VLLM_PYTHON")
+    has_vllm = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    if subprocess.run([str(python()), "-c", has_vllm]).returncode != 0:
+        raise HubError(f"--eval_engine vllm: {python()} cannot import vllm; create vLLM's virtualenv with "
+                       "`make -C inference/vllm venv` or set LLMHUB_VLLM_PYTHON")
 
 
 def _env() -> dict:

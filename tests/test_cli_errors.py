@@ -73,6 +73,16 @@ def test_vllm_engine_checked_before_training(base_args, tiny_models, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_python_without_vllm_refused_before_training(base_args, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LLMHUB_VLLM_PYTHON": sys.executable}
+    proc = subprocess.run([sys.executable, *base_args, "--eval_engine", "vllm"], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert error_line(proc) == f"error: --eval_engine vllm: {sys.executable} cannot import vllm; create vLLM's " \
+                               "virtualenv with `make -C inference/vllm venv` or set LLMHUB_VLLM_PYTHON"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("content,message", [
     ("", "empty"),
     (None, "data file not found"),

@@ -35,7 +35,7 @@ import torch
 from llmhub import metrics, models, prompts, vllm_engine
 from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
-from llmhub.generate import generate
+from llmhub.generate import decode_new, generate, prompt_ids
 from llmhub.results import write_json
 
 
@@ -93,11 +93,11 @@ def run(model, tok, texts, batch_size, max_new_tokens, **kw) -> tuple[list[str],
 
 def vllm_arm(tok, texts: list[str], path: str, dtype: torch.dtype, max_new_tokens: int) -> tuple[list[str], dict]:
     """The vLLM engine on the prompts: predictions and timings."""
-    ids = tok(texts, truncation=True, max_length=2048)["input_ids"]
+    ids = prompt_ids(tok, texts, 2048)
     start = time.perf_counter()
     answer = vllm_engine.generate_ids(path, ids, max_new_tokens, vllm_engine.DTYPES[str(dtype)], progress=False)
     wall = time.perf_counter() - start
-    outputs = [prompts.clean_generation(t) for t in tok.batch_decode(answer["tokens"], skip_special_tokens=True)]
+    outputs = decode_new(tok, answer["tokens"])
     new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
     return outputs, {"seconds_with_startup": wall, "startup_seconds": answer["startup_seconds"],
                      "seconds": answer["generate_seconds"], "examples_per_second": len(texts) / answer["generate_seconds"],

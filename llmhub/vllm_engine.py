@@ -86,11 +86,11 @@ def generate(tokenizer, prompt_texts: list[str], model: str | Path, max_new_toke
              max_source_length: int, progress: bool = True) -> list[str]:
     """What generate.generate returns for these prompts, computed by vLLM: the prompts are cut to
     max_source_length tokens as there, and the new tokens decoded and cleaned the same way."""
-    from .prompts import clean_generation
+    from .generate import decode_new, prompt_ids
 
-    ids = tokenizer(prompt_texts, truncation=True, max_length=max_source_length)["input_ids"]
-    out = generate_ids(str(model), ids, max_new_tokens, DTYPES[str(dtype)], progress)
-    return [clean_generation(t) for t in tokenizer.batch_decode(out["tokens"], skip_special_tokens=True)]
+    out = generate_ids(str(model), prompt_ids(tokenizer, prompt_texts, max_source_length), max_new_tokens,
+                       DTYPES[str(dtype)], progress)
+    return decode_new(tokenizer, out["tokens"])
 
 
 def generate_trained(tokenizer, prompt_texts: list[str], exp_dir: Path, max_new_tokens: int, dtype,

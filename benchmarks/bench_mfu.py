@@ -1,7 +1,8 @@
-"""Model FLOPs utilisation (MFU) of a LoRA training step on the real SmolLM2-135M, fp32 and bf16.
+"""Model FLOPs utilisation (MFU) of a LoRA training step on a real model (default the offline
+SmolLM2-135M; `--model gemma3-270m` or `--model qwen2.5-1.5b` for the others), fp32 and bf16.
 
 1. Peak: this machine's matmul throughput at the model's own layer shapes, fp32 and bf16: one
-   decoder layer's seven projections (q, k, v, o: 576->576/192; gate, up: 576->1536; down:
+   decoder layer's seven projections (SmolLM2: q, k, v, o: 576->576/192; gate, up: 576->1536; down:
    1536->576) on M = 2,048 rows (a batch of 8 x 256 tokens), best of 5, FLOP/s = FLOPs / seconds.
 2. Steps: the demo's LoRA setup (r 64 on q/v, batch 8, SAMSum prompts <= 384 tokens, answers <= 64)
    on the same length-sorted batches, three arms, each 1 warm-up step then --steps timed steps:
@@ -52,10 +53,17 @@ def seconds_of(fn, repeats: int = 5) -> float:
     return best
 
 
-def matmul_peak(dtype: torch.dtype, rows: int = 2048) -> float:
-    """FLOP/s of one SmolLM2 decoder layer's seven projections at `rows` tokens."""
-    shapes = [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)]
-    x = {k: torch.randn(rows, k, dtype=dtype) for k in (576, 1536)}
+def layer_shapes(config) -> list[tuple[int, int]]:
+    """(in, out) of one decoder layer's seven projections: q, k, v, o, gate, up, down."""
+    d, ff = config.hidden_size, config.intermediate_size
+    head = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    q, kv = config.num_attention_heads * head, config.num_key_value_heads * head
+    return [(d, q), (d, kv), (d, kv), (q, d), (d, ff), (d, ff), (ff, d)]
+
+
+def matmul_peak(dtype: torch.dtype, shapes: list[tuple[int, int]], rows: int = 2048) -> float:
+    """FLOP/s of one decoder layer's seven projections at `rows` tokens."""
+    x = {k: torch.randn(rows, k, dtype=dtype) for k in {k for k, _ in shapes}}
     w = [torch.randn(n, k, dtype=dtype) for k, n in shapes]
     flops = sum(2 * rows * k * n for k, n in shapes)
     return flops / seconds_of(lambda: [torch.nn.functional.linear(x[wi.shape[1]], wi) for wi in w])
@@ -126,13 +134,16 @@ def main() -> None:
     ap.add_argument("--data_dir", default="data")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per arm (after one warm-up step)")
     ap.add_argument("--profile", choices=list(PROFILE_ARMS), help="print the profile of one step of this arm and stop")
-    ap.add_argument("--output", default="results/benchmarks/mfu.json")
+    ap.add_argument("--model", default="smollm2-135m", help="a registry name or folder of a causal model")
+    ap.add_argument("--output", help="results file (default results/benchmarks/mfu.json, or mfu.<model>.json)")
     args = ap.parse_args()
+    output = args.output or ("results/benchmarks/mfu.json" if args.model == "smollm2-135m"
+                             else f"results/benchmarks/mfu.{Path(args.model).name}.json")
 
-    over = {"pretrained_ckpt": "smollm2-135m", "method": "lora", "data_dir": args.data_dir, "batch_size": 8,
+    over = {"pretrained_ckpt": args.model, "method": "lora", "data_dir": args.data_dir, "batch_size": 8,
             "max_source_length": 384, "max_target_length": 64}
     cfg = apply_overrides(apply_overrides(RunConfig(), defaults("llama2", "summarization")), over)
-    path = models.resolve_path("smollm2-135m")
+    path = models.resolve_path(args.model)
     tok = models.load_tokenizer(path, "causal")
     n = 8 * (args.steps + 2)
     features = tokenize_rows(load_split(cfg.data, "train")[:n], tok, "causal", "causal", "generation", cfg.data)
@@ -141,9 +152,10 @@ def main() -> None:
     if args.profile:
         run_arm(args.profile, path, tok, cfg, features, batches, 1, profile=True)
         return
-    report = {"load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
+    shapes = layer_shapes(models.load_config(path))
+    report = {"model": args.model, "layer_shapes": shapes, "load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
               "cpu_native_bf16": models.cpu_supports_bf16(), "auto_dtype": str(models.resolve_dtype("auto"))}
-    report["peak_flops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    report["peak_flops"] = {"fp32": matmul_peak(torch.float32, shapes), "bf16": matmul_peak(torch.bfloat16, shapes)}
     print(f"native bf16: {report['cpu_native_bf16']}; matmul peak at the layer shapes: "
           f"fp32 {report['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {report['peak_flops']['bf16'] / 1e9:.0f}",
           flush=True)
@@ -158,7 +170,7 @@ def main() -> None:
     report.update(speedup=report["bf16"]["tokens_per_second"] / base,
                   speedup_fp32_label_positions=report["fp32"]["tokens_per_second"] / base,
                   mfu_bf16=report["bf16"]["mfu"], load_average_after=os.getloadavg())
-    write_json(args.output, report)
+    write_json(output, report)
     print(f"fp32 with label-position loss: {report['speedup_fp32_label_positions']:.2f}x the full-logits step; "
           f"load average {report['load_average_before'][0]:.2f} -> {report['load_average_after'][0]:.2f}")
     print(f"mfu_bf16={report['mfu_bf16']:.3f} speedup={report['speedup']:.2f}")

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_samples", type=int, default=300)
     p.add_argument("--test_samples", type=int, default=100)
     p.add_argument("--epochs", type=float, default=1.0)
-    sub.add_parser("models", help="list the registry's short model names")
+    sub.add_parser("models", help="list the registry's short model names, their size and whether each is installed")
     from . import report, sweep
 
     sweep.add_parser(sub)
@@ -165,10 +165,9 @@ def main(argv: list[str] | None = None) -> None:
 
             demo(args)
         elif args.command == "models":
-            from .models import REGISTRY
+            from .models import list_models
 
-            for name, spec in REGISTRY.items():
-                print(f"{name:24s} {spec.family:8s} {spec.source:50s} {spec.about}")
+            print(list_models())
         elif args.command in ("sweep", "report"):
             from . import report, sweep
 

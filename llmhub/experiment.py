@@ -211,7 +211,18 @@ def train_experiment(cfg: RunConfig, overwrite: bool = False, resume: bool = Fal
         return _train(s, overwrite, resume)
 
 
-def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
+def screen_experiment(cfg: RunConfig, resume: bool = True) -> dict:
+    """A search's screening run: train (a short run, e.g. max_steps 30) and measure the validation
+    loss; the test split is neither read nor scored and no model is kept. results.json has mode
+    "screen", `train` and `validation` (llmhub/sweep.py picks the value with the lowest loss)."""
+    if not cfg.train.eval_steps:
+        raise HubError("a screening run needs eval_steps (its result is the validation loss)")
+    s = prepare(cfg, splits=("train", "validation"))
+    with disk_errors(Path(cfg.output_dir)):
+        return _train(s, overwrite=False, resume=resume, test=False)
+
+
+def _train(s: Setup, overwrite: bool, resume: bool, test: bool = True) -> dict:
     from . import train as train_mod
 
     cfg = s.cfg
@@ -246,6 +257,12 @@ def _train(s: Setup, overwrite: bool, resume: bool) -> dict:
     stats.update(trainable_params=trainable, total_params=total,
                  cost_per_hour_usd=cfg.train.cost_per_hour,
                  cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
+    if not test:  # a screening run: its validation loss is the result
+        record = {"schema_version": SCHEMA_VERSION, "metrics": {}, "config": cfg.to_dict(), "mode": "screen",
+                  **_with_validation(stats), "provenance": provenance(cfg.train.seed, cfg.model.torch_dtype)}
+        write_json(out / "results.json", record)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        return record
     with atomic_dir(out / "model") as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

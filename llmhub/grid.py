@@ -14,6 +14,16 @@ A grid file (YAML):
       - {name: full, method: full, learning_rate: 2.0e-5}
     study: {kind: ablation, varied: [lora_r, lora_dropout], reference: r8_d0.1_e5}   # what the runs compare
                                 # (STUDY_KINDS); reference: the run p-values are taken against
+    search:                     # optional: each training run takes `key` from a screening stage
+      key: learning_rate
+      values: {lora: [1.0e-4, 3.0e-4, 1.0e-3], ia3: [1.0e-3, 3.0e-3, 1.0e-2]}   # per method, or one list
+      screen: {max_steps: 30, eval_steps: 30}   # each candidate's short run (validation loss only)
+      group: "{pretrained_ckpt}_{method}"       # runs with one group name share their screening
+
+A search is successive halving with one rung: every candidate trains `screen` steps into
+<output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the losers stop
+there, and the run itself trains in full with the value of lowest validation loss. Screening runs are
+ordinary resumable runs, so a killed sweep resumes inside its search too.
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
 table a run belongs to (llmhub/records.py).
@@ -38,7 +48,8 @@ from .errors import HubError
 from .resolve import parse_sets, resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study")
+FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study", "search")
+SEARCH_KEYS = ("key", "values", "screen", "group")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
 # method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups.
 STUDY_KINDS = ("sample_efficiency", "ablation", "comparison")
@@ -55,6 +66,8 @@ class Run:
     config: dict
     args: dict = field(default_factory=dict)  # action arguments, e.g. {"mode": "few-shot"}
     overrides: dict = field(default_factory=dict)  # what this run changes (for listings)
+    search_key: str | None = None  # the config key its screening runs choose
+    screens: list[Run] = field(default_factory=list)  # one screening run per candidate value
 
     @property
     def out_dir(self) -> Path:
@@ -216,7 +229,8 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
     from . import data as data_mod  # imports torch: only once the grid itself is known to be sound
     from . import methods
 
-    runs, seen = [], {}
+    search = _check_search(spec.get("search"), src)
+    runs, seen, screens = [], {}, {}
     for i, (labels, cell_args, cell_flat) in enumerate(cells):
         args = {**base_args, **cell_args, **set_args}
         args.setdefault("action", spec.get("action") or "train")
@@ -238,9 +252,56 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
                            "put the keys that differ into the 'name' template")
         seen[name] = i
         cfg = apply_overrides(cfg, {"output_dir": str(Path(output_root) / name)})
-        runs.append(Run(name, args.pop("action"), cfg.to_dict(),
-                        {k: v for k, v in args.items() if k != "name"}, {**labels, **cell_flat}))
+        run = Run(name, args.pop("action"), cfg.to_dict(), {k: v for k, v in args.items() if k != "name"},
+                  {**labels, **cell_flat})
+        if search and run.action == "train":
+            try:
+                run.search_key, run.screens = search["key"], _screens(search, cfg, labels, output_root, screens)
+            except HubError as e:
+                raise HubError(f"{src}: run {i + 1} ({name}): search: {e}") from None
+        runs.append(run)
     return runs
+
+
+def _check_search(search, src: str) -> dict | None:
+    """A grid's `search` block: {key, values (a list, or lists by method), screen (overrides), group}."""
+    if search is None:
+        return None
+    where = f"{src}: search"
+    if not isinstance(search, dict) or set(search) - set(SEARCH_KEYS) or not {"key", "values", "screen"} <= set(search):
+        raise HubError(f"{where}: expected {{key, values, screen[, group]}}, got {search!r}")
+    key = search["key"]
+    if not isinstance(key, str) or key.split(".")[-1] not in leaf_fields():
+        raise HubError(f"{where}: key {key!r} is not a config key")
+    values = search["values"]
+    lists = values.values() if isinstance(values, dict) else [values]
+    if not all(isinstance(v, list) and v for v in lists):
+        raise HubError(f"{where}: values must be a non-empty list, or a non-empty list per method")
+    screen = _flat(search["screen"], f"{where}: screen")
+    if not screen.get("eval_steps"):
+        raise HubError(f"{where}: screen must set eval_steps (a screening run's result is its validation loss)")
+    return {"key": key.split(".")[-1], "values": values, "screen": screen,
+            "group": search.get("group") or "{pretrained_ckpt}_{method}"}
+
+
+def _screens(search: dict, cfg: RunConfig, labels: dict, output_root, made: dict) -> list[Run]:
+    """The screening runs of one training run, shared with every run of the same group."""
+    method = cfg.method.method
+    values = search["values"]
+    if isinstance(values, dict):
+        if method not in values:
+            raise HubError(f"no values for method '{method}' (given for {', '.join(values)})")
+        values = values[method]
+    group = _name(search["group"], labels, cfg, {}, 0)
+    out = []
+    for value in values:
+        name = _name(f"{group}_{search['key']}-{value}", {}, cfg, {}, 0)
+        if name not in made:
+            over = {**search["screen"], search["key"]: value, "output_dir": str(Path(output_root) / "screen" / name)}
+            screen_cfg = apply_overrides(cfg, over)
+            made[name] = Run(name, "screen", screen_cfg.to_dict(), {}, {search["key"]: value})
+        out.append(made[name])
+    return out
 
 
 def describe(over: dict) -> str:

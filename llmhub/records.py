@@ -114,6 +114,8 @@ def load_records(root: str | Path, warn=None) -> list[Record]:
             continue  # EXP/eval/<name>/: a re-evaluation of a run (`llmhub evaluate`), not another run
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("mode") == "screen":
+                continue  # a search's screening run (validation loss only): read by the sweep, not a result
             problem = _check(data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             problem = f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

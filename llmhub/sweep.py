@@ -9,16 +9,19 @@ failed. `--backend ray` submits one Ray task per run with the CPUs/GPUs each tri
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import traceback
+from dataclasses import fields, replace
 from pathlib import Path
 
 from . import grid
 from .cluster import init_ray
-from .config import RunConfig, apply_overrides
+from .config import SECTIONS, RunConfig, apply_overrides
 from .errors import HubError
 from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
+from .results import finished_record
 
 
 def _primary(record: dict | None) -> str:
@@ -48,6 +51,10 @@ def run_one(run: Run) -> dict:
             from .experiment import train_experiment
 
             record = train_experiment(cfg, resume=True)  # an interrupted run continues from its checkpoint
+        elif run.action == "screen":
+            from .experiment import screen_experiment
+
+            record = screen_experiment(cfg)
         else:
             record = _baseline(cfg, run.args)
         err_path.unlink(missing_ok=True)
@@ -68,11 +75,61 @@ def record_error(run: Run, message: str, trace: str = "") -> None:
                                             "config": run.config})
 
 
+def searched(run: Run) -> Run:
+    """The run with its search key set to the candidate of lowest validation loss in its screening
+    runs (the first listed on a tie); a screening run without a loss fails the run, naming it."""
+    if not run.screens:
+        return run
+    losses = []
+    for screen in run.screens:
+        loss = ((finished_record(screen.out_dir / "results.json") or {}).get("validation") or {}).get("loss")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
+        losses.append(loss)
+    best = run.screens[losses.index(min(losses))]
+    cfg = apply_overrides(RunConfig(), run.config)
+    value = getattr(getattr(cfg, _section(run.search_key)), run.search_key)
+    chosen = getattr(getattr(apply_overrides(RunConfig(), best.config), _section(run.search_key)), run.search_key)
+    if value == chosen:
+        return run
+    return replace(run, config=apply_overrides(cfg, {run.search_key: chosen}).to_dict(),
+                   overrides={**run.overrides, run.search_key: chosen})
+
+
+def _section(key: str) -> str:
+    return next(name for name, cls in SECTIONS.items() if key in {f.name for f in fields(cls)})
+
+
+def _unfinished_screens(runs: list[Run]) -> list[Run]:
+    seen = {}
+    for run in runs:
+        for screen in run.screens:
+            if screen.status() != "done":
+                seen.setdefault(screen.name, screen)
+    return list(seen.values())
+
+
+def _run_searched(run: Run) -> dict:
+    try:
+        run = searched(run)
+    except HubError as e:
+        record_error(run, str(e))
+        return {"name": run.name, "status": "failed", "error": str(e)}
+    return run_one(run)
+
+
 def _run_local(runs: list[Run], log) -> list[dict]:
+    """One run after another; a run's screening runs go just before it (so the first results come
+    early), skipped where an earlier run of its group already screened."""
     out = []
     for i, run in enumerate(runs, 1):
+        for screen in _unfinished_screens([run]):
+            print(f"[{i}/{len(runs)}] screen {screen.name}: {run.search_key}={screen.overrides[run.search_key]} "
+                  f"({screen.status()})", file=log, flush=True)
+            out.append(run_one(screen))
+            _log_result(out[-1], log)
         print(f"[{i}/{len(runs)}] {run.name}: {run.action} ({run.status()})", file=log, flush=True)
-        out.append(run_one(run))
+        out.append(_run_searched(run))
         _log_result(out[-1], log)
     return out
 
@@ -86,6 +143,15 @@ def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial:
     task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(run_one)
     print(f"ray: {len(runs)} trials, {cpus_per_trial} CPU + {gpus_per_trial} GPU each; "
           f"cluster {ray.cluster_resources()}", file=log, flush=True)
+    out = []
+    screens = _unfinished_screens(runs)  # stage 1: every screening run; stage 2: the runs themselves
+    if screens:
+        out += _ray_stage(ray, task, screens, log)
+    return out + _ray_stage(ray, ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(
+        _run_searched), runs, log)
+
+
+def _ray_stage(ray, task, runs: list[Run], log) -> list[dict]:
     pending = {task.remote(run): run for run in runs}
     out = []
     while pending:
@@ -117,6 +183,9 @@ def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gp
     log = log or sys.stdout
     todo = [r for r in runs if r.status() != "done"]
     for run in runs:
+        for screen in run.screens if dry_run and run.status() != "done" else []:
+            print(f"{'screen (' + screen.status() + ')':26s} {screen.out_dir}  [{describe(screen.overrides)}]",
+                  file=log)
         if dry_run or run.status() == "done":
             state = run.status()
             verb = {"done": "skip (results.json exists)", "failed": "retry (error.json)",
@@ -178,7 +247,10 @@ def main(args) -> None:
         write_json(root / "sweep.json", {"grid": grid_name, "study": spec.get("study"), "spec": spec,
                                          "set": args.set, "grid_axes": args.axes,
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,
-                                                   "overrides": r.overrides} for r in runs]})
+                                                   "overrides": r.overrides,
+                                                   **({"search": {"key": r.search_key,
+                                                                  "screens": [x.name for x in r.screens]}}
+                                                      if r.screens else {})} for r in runs]})
     try:
         results = run_sweep(chosen, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,
                             args.ray_address)

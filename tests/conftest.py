@@ -134,6 +134,17 @@ def build_tiny(kind: str):
         cfg = tf.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                              num_key_value_heads=2, max_position_embeddings=1024, **common)
         return tf.LlamaForCausalLM(cfg)
+    if kind == "gemma3":  # Gemma-3-270M's shape in small: tied embeddings, sliding + full attention,
+        # one KV head; logit soft-capping on (the real 270M has none) so the capped loss path runs too
+        cfg = tf.Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                  num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64, sliding_window=16,
+                                  layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
+                                  final_logit_softcapping=30.0, **common)
+        return tf.Gemma3ForCausalLM(cfg)
+    if kind == "qwen2":  # Qwen2.5's shape in small: biased q/k/v, grouped KV heads, tied embeddings
+        cfg = tf.Qwen2Config(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                             num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=True, **common)
+        return tf.Qwen2ForCausalLM(cfg)
     if kind == "gpt2":  # an architecture with no default LoRA targets
         return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, **common))
     raise ValueError(kind)
@@ -143,4 +154,4 @@ def build_tiny(kind: str):
 def tiny_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
     """Folder per architecture, loadable with from_pretrained like any checkpoint."""
     return {k: _save_model(tmp_path_factory, tokenizer_dir, f"tiny-{k}", build_tiny(k))
-            for k in ("t5", "llama", "falcon", "gpt_neox", "bert", "llama64", "gpt2")}
+            for k in ("t5", "llama", "falcon", "gpt_neox", "bert", "llama64", "gpt2", "gemma3", "qwen2")}

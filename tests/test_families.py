@@ -71,3 +71,35 @@ def test_unknown_architecture_lora_targets_fail_in_one_line(tmp_path, tiny_model
     assert len(errors) == 1, proc.stderr[-2000:]
     assert "no default LoRA targets for architecture 'gpt2'" in errors[0] and "--target_modules" in errors[0]
     assert not (tmp_path / "exp").exists()
+
+
+LLAMA_STYLE = ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
+@pytest.mark.parametrize("method", ["lora", "qlora", "dora", "ia3", "prefix", "prompt", "full"])
+def test_gemma3_and_qwen2_train_every_method(tiny_models, data_dir, tmp_path, arch, method):
+    """Gemma 3 and Qwen2 (the offline Gemma-3-270M and Qwen2.5-1.5B's architectures) under the llama2/
+    recipe: every method trains, saves, reloads and evaluates to the same predictions, with the
+    registry's default targets (no --target_modules)."""
+    out = tmp_path / "exp"
+    cfg = folder_config("llama2", tiny_models[arch], data_dir, out, "summarization", method)
+    record = train_experiment(cfg)
+    assert record["train"]["steps"] == 2 and record["train"]["trainable_params"] > 0
+    if method in ("lora", "qlora", "dora"):
+        adapter = json.loads((out / "model" / "adapter_config.json").read_text())
+        assert sorted(adapter["target_modules"]) == LLAMA_STYLE
+    if method == "ia3":
+        adapter = json.loads((out / "model" / "adapter_config.json").read_text())
+        assert sorted(adapter["target_modules"]) == ["down_proj", "k_proj", "v_proj"]
+    preds = (out / "predictions.jsonl").read_text()
+    again = evaluate_experiment(out)
+    assert (out / "predictions.jsonl").read_text() == preds
+    assert again["metrics"] == record["metrics"] and record["metrics"]["n"] == 4
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
+def test_gemma3_and_qwen2_classify(tiny_models, data_dir, tmp_path, arch):
+    out = tmp_path / "exp"
+    record = train_experiment(folder_config("llama2", tiny_models[arch], data_dir, out, "classification", "lora"))
+    assert "accuracy" in record["metrics"] and record["metrics"]["n"] == 4

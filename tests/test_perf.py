@@ -86,7 +86,8 @@ def test_qlora_under_a_bf16_base_keeps_frozen_weights_bf16_and_trains(tiny_model
 
 
 @pytest.mark.parametrize("family,method", [("llama", "full"), ("llama", "lora"), ("llama", "ia3"),
-                                           ("falcon", "lora"), ("gpt_neox", "lora")])
+                                           ("falcon", "lora"), ("gpt_neox", "lora"), ("gemma3", "lora"),
+                                           ("gemma3", "full"), ("qwen2", "lora")])
 def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_path, monkeypatch, family, method):
     cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, method, family=family)
     parts = lm_loss.label_position_parts(model)
@@ -94,8 +95,9 @@ def test_label_position_loss_equals_the_full_loss(tiny_models, data_dir, tmp_pat
     model.train()
     full = model(**batch).loss
     full_grads = torch.autograd.grad(full, [p for p in model.parameters() if p.requires_grad])
-    for chunk in (lm_loss.CHUNK, 5):  # one chunk, and many checkpointed chunks
-        monkeypatch.setattr(lm_loss, "CHUNK", chunk)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    for chunk in (lm_loss.CHUNK_LOGITS, 5 * vocab):  # one chunk, and many checkpointed chunks of 5 rows
+        monkeypatch.setattr(lm_loss, "CHUNK_LOGITS", chunk)
         ours = lm_loss.label_position_loss(*parts, batch)
         assert abs(ours.item() - full.item()) < 1e-5
         grads = torch.autograd.grad(ours, [p for p in model.parameters() if p.requires_grad])

@@ -1,0 +1,83 @@
+"""A sweep's learning-rate search: screening runs on validation loss, the winner trained in full,
+shared by the runs of one group, resumable, and invisible to the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from llmhub.cli import main
+from llmhub.errors import HubError
+from llmhub.grid import expand
+from llmhub.records import load_records
+
+
+def _grid(tmp_path, model_dir, data_dir, values) -> dict:
+    base = {"pretrained_ckpt": str(model_dir), "data_dir": str(data_dir), "method": "lora", "train_samples": 16,
+            "validation_samples": 4, "test_samples": 2, "epochs": 1, "max_steps": 4, "batch_size": 4,
+            "lora_r": 4, "lora_alpha": 8, "max_source_length": 64, "max_target_length": 16, "max_new_tokens": 4,
+            "eval_batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 2}
+    return {"task": "summarization", "base": base,
+            "search": {"key": "learning_rate", "values": {"lora": values}, "screen": {"max_steps": 2, "eval_steps": 2}},
+            "runs": [{"name": "s1", "seed": 1}, {"name": "s2", "seed": 2},
+                     {"name": "zero", "action": "baseline", "mode": "zero-shot"}]}
+
+
+def test_search_picks_the_lowest_validation_loss_and_is_shared(tiny_models, data_dir, tmp_path, capsys):
+    # 1e-7 barely moves the adapter; 5e-2 on a tiny random model lowers the validation loss far more
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    screens = {p.parent.name: json.loads(p.read_text()) for p in (out / "screen").glob("*/results.json")}
+    group = f"{tiny_models['llama'].name}_lora"  # the search's default group: {pretrained_ckpt}_{method}
+    assert sorted(screens) == [f"{group}_learning_rate-0.05", f"{group}_learning_rate-1e-07"]
+    assert all(r["mode"] == "screen" and r["train"]["steps"] == 2 and r["metrics"] == {} for r in screens.values())
+    assert not any((out / "screen" / n / "predictions.jsonl").exists() for n in screens)  # no test split
+    losses = {n: r["validation"]["loss"] for n, r in screens.items()}
+    best = min(losses, key=losses.get)
+    chosen = screens[best]["config"]["train"]["learning_rate"]
+    for name in ("s1", "s2"):  # both seeds take the winner of the one screening
+        record = json.loads((out / name / "results.json").read_text())
+        assert record["config"]["train"]["learning_rate"] == chosen and record["train"]["steps"] == 4
+    log = capsys.readouterr().out
+    assert log.count(f"screen {group}") == 2  # screened once, before s1 only
+    assert [r.path.parent.name for r in load_records(out)] == ["s1", "s2", "zero"]  # screens are not results
+    # rerun: everything is finished, nothing runs again
+    main(["sweep", str(grid), "--output_root", str(out)])
+    assert "3 runs: 0 to run, 3 finished" in capsys.readouterr().out
+
+
+def test_search_resumes_after_a_killed_screen(tiny_models, data_dir, tmp_path, capsys):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["runs"] = spec["runs"][:1]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    first = json.loads((out / "s1" / "results.json").read_text())
+    (out / "s1" / "results.json").unlink()  # as if killed: one screen and the run are redone
+    group = f"{tiny_models['llama'].name}_lora"
+    (out / "screen" / f"{group}_learning_rate-0.05" / "results.json").unlink()
+    capsys.readouterr()
+    main(["sweep", str(grid), "--output_root", str(out)])
+    log = capsys.readouterr().out
+    assert log.count(f"screen {group}") == 1
+    again = json.loads((out / "s1" / "results.json").read_text())
+    assert again["config"]["train"]["learning_rate"] == first["config"]["train"]["learning_rate"]
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group]}"),
+    ({"key": "nope", "values": [1e-3], "screen": {"eval_steps": 1}}, "key 'nope' is not a config key"),
+    ({"key": "learning_rate", "values": [], "screen": {"eval_steps": 1}}, "non-empty list"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": {"max_steps": 2}}, "screen must set eval_steps"),
+    ({"key": "learning_rate", "values": {"ia3": [1e-3]}, "screen": {"eval_steps": 1}}, "no values for method 'lora'"),
+])
+def test_bad_search_blocks_fail_before_anything_runs(tiny_models, data_dir, tmp_path, search, message):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1e-3]) | {"search": search}
+    with pytest.raises(HubError, match=message.replace("[", r"\[").replace("{", r"\{")):
+        expand(spec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -51,8 +51,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study", "search")
 SEARCH_KEYS = ("key", "values", "screen", "group")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
-# method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups.
-STUDY_KINDS = ("sample_efficiency", "ablation", "comparison")
+# method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups; models: the
+# same setups on several models, seeds pooled per (model, setup) (llmhub/model_study.py).
+STUDY_KINDS = ("sample_efficiency", "ablation", "comparison", "models")
 ACTIONS = ("train", "baseline")
 # Keys of a run that are not config keys: the run's folder name and what to do with it.
 RESERVED = ("name", "action", "mode")

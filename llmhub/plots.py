@@ -25,15 +25,17 @@ def _file_name(folder: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(folder.parts[-2:]))
 
 
-def _plot(path: Path, draw) -> Path:
+def _plot(path: Path, draw, columns: int = 1) -> Path:
+    """A figure of `columns` panels side by side; draw() gets the axes (one, or a row of them)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    draw(ax)
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, columns, figsize=(7 if columns == 1 else 5.5 * columns, 4.2))
+    draw(axes)
+    for ax in axes if columns > 1 else [axes]:
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: reruns give equal files

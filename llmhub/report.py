@@ -10,7 +10,8 @@ Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cos
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
 records.py) feed the ablation tables; the others feed sample efficiency, baselines and cost, so a
 rank ablation never shows up as a sample-size point. Studies that vary `method` get the methods table
-(quality with intervals beside what each method cost). The figures: llmhub/plots.py.
+(quality with intervals beside what each method cost); studies of kind `models` get the models table
+and scaling plot instead (llmhub/model_study.py: seeds pooled). The figures: llmhub/plots.py.
 """
 from __future__ import annotations
 
@@ -23,11 +24,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from . import compare
+from . import compare, model_study
 from .errors import HubError
 from .records import METHOD_LABEL, Record, load_records
 
-TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "methods", "sweeps")
+TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "methods", "sweeps", "models")
 LORA_KEYS = ("epochs", "lora_r", "lora_alpha", "lora_dropout")
 PREFIX_KEYS = ("epochs", "num_virtual_tokens", "prefix_projection", "lora_dropout")
 MODE_ORDER = {"zero-shot": 0, "few-shot": 1, "finetune": 2}
@@ -282,7 +283,7 @@ def _note(rs: list[Record], selects: bool = True) -> str:
 
 
 BUILDERS = {"lora-ablation": lora_ablation, "prefix-ablation": prefix_ablation, "baselines": baselines,
-            "cost": cost, "methods": methods, "sweeps": sweeps}
+            "cost": cost, "methods": methods, "sweeps": sweeps, "models": model_study.table}
 
 
 MARKER = re.compile(r"(<!-- BEGIN results:([\w.-]+) -->)(.*?)(<!-- END results:\2 -->)", re.S)
@@ -325,9 +326,15 @@ def _shown(path: str | Path) -> str:
         return p.name
 
 
+def apart(records: list[Record]) -> list[Record]:
+    """Every record but those of models studies, which have their own table (seeds pooled)."""
+    return [r for r in records if r.study.get("kind") != model_study.KIND]
+
+
 def build(records: list[Record], reference: bool = False) -> dict[str, str]:
-    tables = {"sample-efficiency": sample_efficiency(records, reference)}
-    tables.update({name: fn(records) for name, fn in BUILDERS.items()})
+    rest = apart(records)
+    tables = {"sample-efficiency": sample_efficiency(rest, reference)}
+    tables.update({name: fn(records if name == "models" else rest) for name, fn in BUILDERS.items()})
     return tables
 
 
@@ -348,7 +355,7 @@ def readme_blocks(records: list[Record], root: Path, readme: Path, command: str,
     scope = root / readme.resolve().parent.name
     inside = root.resolve() in readme.resolve().parents
     own = [r for r in records if inside or scope in r.path.parents]
-    tables = {**build(own, reference), "sample-efficiency": sample_efficiency(records, reference)}
+    tables = {**build(own, reference), "sample-efficiency": sample_efficiency(apart(records), reference)}
     blocks = {}
     for name, table in tables.items():
         used = records if name == "sample-efficiency" else own
@@ -384,11 +391,14 @@ def main(args) -> None:
         print(f"## {name}\n\n{table or '(no results for this table)'}\n")
     from . import plots as figures  # matplotlib only when drawing
 
-    plots = {"sample-efficiency": figures.plot_sample_efficiency(records, assets / "accuracy_vs_samples.png",
+    rest = apart(records)
+    plots = {"sample-efficiency": figures.plot_sample_efficiency(rest, assets / "accuracy_vs_samples.png",
                                                                  args.reference),
-             "baselines": figures.plot_rouge(records, assets / "rouge_by_method.png"),
-             "methods": figures.plot_pareto(records, assets)}
-    drawn = [p for p in plots.values() if isinstance(p, Path)] + list(plots["methods"].values())
+             "baselines": figures.plot_rouge(rest, assets / "rouge_by_method.png"),
+             "methods": figures.plot_pareto(rest, assets),
+             "models": model_study.plot_scaling(records, assets)}
+    drawn = [p for p in plots.values() if isinstance(p, Path)] + list(plots["methods"].values()) + list(
+        plots["models"].values())
     for path in [*drawn, *figures.plot_loss_curves(records, assets)]:
         print(f"plot: {_shown(path)}")
     for readme in map(Path, args.readme):

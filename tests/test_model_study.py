@@ -1,0 +1,74 @@
+"""The models table: seeds pooled per (model, setup), intervals over per-example averages, paired p
+against the reference row, the learning rate chosen by the search beside the screened ones, a scaling
+plot, and the original study's table labelled as reference; other tables leave these runs out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmhub import model_study, report
+from llmhub.records import load_records
+from test_report import declare, fake, rouge
+
+REFS = ["A is coming.", "B is not coming.", "C wants lunch.", "D has a new car."]
+
+
+def run(root: Path, name: str, model: str, r1: float, preds: list[str], mode="finetune", seed=42, lr=3e-4,
+        total=100_000_000):
+    path = fake(root, f"llama2/study/{name}", rouge(r1), mode=mode, pretrained_ckpt=model, task="summarization",
+                method="lora", seed=seed, learning_rate=lr)
+    data = json.loads(path.read_text())
+    if data["train"]:
+        data["train"]["total_params"], data["train"]["trainable_params"] = total, 1_000_000
+    path.write_text(json.dumps(data))
+    rows = [{"id": str(i), "reference": ref, "prediction": p} for i, (ref, p) in enumerate(zip(REFS, preds))]
+    (path.parent / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture()
+def study(tmp_path) -> Path:
+    root = tmp_path / "results"
+    declare(root, "llama2/study", "models", ["pretrained_ckpt", "method", "mode", "seed"])
+    sweep = root / "llama2" / "study" / "sweep.json"
+    sweep.write_text(json.dumps({**json.loads(sweep.read_text()),
+                                 "study": {"kind": "models", "varied": ["pretrained_ckpt", "method", "mode", "seed"],
+                                           "reference": "small_lora_s42"}}))
+    run(root, "small_zero", "small", 10.0, ["nothing", "nothing", "nothing", "nothing"], mode="zero-shot")
+    run(root, "small_lora_s42", "small", 40.0, ["A is coming.", "B is coming.", "C lunch.", "car"], seed=42)
+    run(root, "small_lora_s43", "small", 44.0, ["A is coming.", "B is not.", "C wants.", "D car"], seed=43)
+    run(root, "big_lora_s42", "big", 60.0, REFS, seed=42, total=1_500_000_000)
+    for lr, loss in ((1e-4, 2.5), (3e-4, 2.1), (1e-3, 2.3)):
+        screen = fake(root, f"llama2/study/screen/small_lora_learning_rate-{lr}", {}, pretrained_ckpt="small",
+                      method="lora", learning_rate=lr)
+        data = json.loads(screen.read_text())
+        screen.write_text(json.dumps({**data, "mode": "screen", "validation": {"loss": loss}}))
+    fake(root, "llama2/other/lora", rouge(30.0), pretrained_ckpt="other", task="summarization")
+    return root
+
+
+def test_models_table_pools_seeds(study):
+    records = load_records(study)
+    assert "screen" not in {r.path.parent.parent.name for r in records}
+    text = model_study.table(records)
+    rows = [line for line in text.splitlines() if line.startswith("| small") or line.startswith("| big")]
+    assert [r.split(" | ")[2] for r in rows] == ["zero-shot", "LoRA", "LoRA"]  # by size, then setup
+    lora = rows[1].split(" | ")
+    assert lora[3] == "2" and lora[4] == "42.00 ± 2.83"  # two seeds: mean and standard deviation
+    assert lora[8] == "ref" and rows[2].split(" | ")[1] == "1.50B"
+    assert "**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300)" in rows[1]
+    low, high = map(float, lora[5].strip("[]").split(", "))
+    assert low <= high
+    assert "original study: full SAMSum train split" in text and "| Llama-2-13B | 13B | QLoRA | 52.97 | 28.32 |" in text
+    # the other tables leave the models study out; the methods table does not list its runs
+    tables = report.build(records)
+    assert "small_lora_s42" not in tables["methods"] and "small_lora_s42" not in tables["sweeps"]
+    assert "small_lora_s42" not in tables["cost"] and tables["models"] == text
+
+
+def test_scaling_plot_is_drawn(study, tmp_path):
+    paths = model_study.plot_scaling(load_records(study), tmp_path / "assets")
+    (path,) = paths.values()
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -184,6 +184,21 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def release_heap() -> bool:
+    """Collect garbage and hand freed malloc heap back to the OS (glibc's malloc_trim), so a child
+    process such as vLLM's does not compete with heap a finished training step left resident (a
+    sweep process held 7 GB RSS while vLLM evaluated its SmolLM2 run). False where malloc_trim is absent."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def read_results(path: str | Path) -> dict:
     """A finished run's results.json; a missing or unreadable file is one HubError line."""
     from .errors import HubError

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import HubError
+from .results import release_heap
 
 VENV_PYTHON = Path(__file__).resolve().parents[1] / "inference" / "vllm" / ".venv" / "bin" / "python"
 WORKER = Path(__file__).resolve().with_name("vllm_worker.py")
@@ -70,6 +71,7 @@ def generate_ids(model: str, prompts: list[list[int]], max_new_tokens: int, dtyp
     `dtype` float32 | bfloat16 | float16."""
     request = {"model": str(model), "prompts": prompts, "max_tokens": max_new_tokens, "dtype": dtype,
                "max_model_len": max(map(len, prompts)) + max_new_tokens, "progress": progress}
+    release_heap()  # training's and the merge's freed heap goes back before vLLM's process starts
     with tempfile.TemporaryDirectory(prefix="llmhub-vllm-") as tmp:
         req, out = Path(tmp) / "request.json", Path(tmp) / "output.json"
         req.write_text(json.dumps(request))

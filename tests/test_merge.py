@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("family, task, method", [
-    ("t5", "summarization", "lora"), ("llama", "classification", "ia3"), ("bert", "classification", "lora")])
+    ("t5", "summarization", "lora"), ("llama", "classification", "ia3"), ("bert", "classification", "lora"),
+    ("gemma3", "summarization", "lora"), ("qwen2", "classification", "ia3")])
 def test_merge_reproduces_base_plus_adapter(tmp_path, tiny_models, data_dir, family, task, method):
     exp = trained_experiment(tmp_path, tiny_models[family], data_dir, task=task, method=method,
                              learning_rate=5e-2)

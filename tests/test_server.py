@@ -166,3 +166,14 @@ def test_encoder_classifier_is_served(tmp_path, tiny_models, data_dir):
             assert r.status_code == 200, r.text
             assert r.json() == {"prediction": row["expected"], "label": row["expected"]}
             assert r.json()["label"] in labels
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
+def test_gemma3_and_qwen2_are_served(tmp_path, tiny_models, data_dir, arch):
+    """The local engine serves the two newer families (adapter unmerged) with the evaluation's answers."""
+    exp = trained_experiment(tmp_path, tiny_models[arch], data_dir, learning_rate=3e-3)
+    rows = eval_rows(exp)
+    with ServerProcess(["--experiment_dir", str(exp)]) as srv:
+        for row in rows:
+            r = post(srv, "/predict", json={"prompt": row["input"]})
+            assert r.status_code == 200 and r.json()["prediction"] == row["expected"], r.text

@@ -84,8 +84,10 @@ def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
             assert shown(here["choices"][0]["text"]) == shown(there["choices"][0]["text"])
 
 
-@pytest.mark.parametrize("method, learning_rate", [("lora", 3e-3), ("ia3", 1e-2), ("full", 3e-5)])
-def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path, method, learning_rate):
+@pytest.mark.parametrize("arch, method, learning_rate", [
+    ("llama64", "lora", 3e-3), ("llama64", "ia3", 1e-2), ("llama64", "full", 3e-5), ("gemma3", "lora", 3e-3),
+    ("qwen2", "lora", 3e-3)])
+def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path, arch, method, learning_rate):
     """fp32: vLLM's greedy tokens from the saved model (an adapter merged first), decoded here, are
     the transformers engine's predictions, so the metrics are the same too; the evaluation goes to
     its own folder. At these learning rates the tiny model's predictions vary and training changed them."""
@@ -95,7 +97,7 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
     from llmhub.experiment import evaluate_experiment, predict, prepare
     from llmhub.resolve import resolve
 
-    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, method=method, learning_rate=learning_rate,
+    exp = trained_experiment(tmp_path, tiny_models[arch], data_dir, method=method, learning_rate=learning_rate,
                              torch_dtype="float32")
     record = evaluate_experiment(exp, {"eval_engine": "vllm"})
     assert record["config"]["eval"]["eval_engine"] == "vllm"
@@ -109,10 +111,11 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
     assert predict(base, tok, s, s.splits["test"], exp, progress=False) != ours
 
 
-def test_launch_serves_merged_adapter(tiny_models, data_dir, tmp_path):
+@pytest.mark.parametrize("arch", ["llama64", "gemma3", "qwen2"])
+def test_launch_serves_merged_adapter(tiny_models, data_dir, tmp_path, arch):
     """--merged_dir: the adapter merged first and served under the experiment's name; in fp32 vLLM
-    answers the completions our own server gives for the same experiment."""
-    exp = trained_experiment(tmp_path, tiny_models["llama64"], data_dir, learning_rate=3e-3, torch_dtype="float32")
+    answers the completions our own server gives for the same experiment (Llama, Gemma 3, Qwen2)."""
+    exp = trained_experiment(tmp_path, tiny_models[arch], data_dir, learning_rate=3e-3, torch_dtype="float32")
     merged = tmp_path / "merged"
     args = ["--experiment_dir", str(exp), "--merged_dir", str(merged), "--dtype", "float32", "--max_model_len", "512",
             "--kv_cache_gib", "1"]

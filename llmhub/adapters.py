@@ -23,6 +23,7 @@ import torch
 
 from .errors import HubError
 
+MERGED_CONFIG = "llmhub.yaml"  # the experiment config saved beside a merged model
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "ADAPTION_PROMPT"}
 # Inputs for the check: short, varied, in the shape of both tasks' data.
 CHECK_TEXTS = [
@@ -62,11 +63,12 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     """Merge, save, reload and verify; returns what merge.json records."""
     from peft import PeftModel
 
+    from . import data as data_mod
     from . import models
-    from .experiment import LABELS_FILE, trained_labels
+    from .rundir import LABELS_FILE, trained_labels
+    from .generate import run_prompts
     from .resolve import resolve
     from .results import atomic_dir, write_json
-    from .serving import MERGED_CONFIG, Predictor
 
     exp, out = Path(experiment_dir), Path(output_dir)
     if atol < 0 or rtol < 0:
@@ -96,7 +98,7 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
     model.eval()
     tok = models.load_tokenizer(str(model_dir), family)
     # The same prompts the server would build, so the check covers the template tokens too.
-    prompts = Predictor.build(model, tok, family, cfg, labels, name=str(exp)).render(CHECK_TEXTS)
+    prompts = run_prompts(tok, family, data_mod.task_spec(cfg.data).kind, cfg.data, CHECK_TEXTS)
     before = logits_of(model, tok, family, prompts, cfg.data.max_source_length)
     merged = model.merge_and_unload()
     with atomic_dir(out) as tmp:  # a failed check keeps nothing
@@ -115,7 +117,7 @@ def merge(experiment_dir: str | Path, output_dir: str | Path, atol: float = 1e-4
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli import run
+    from .errors import run
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment_dir", required=True, help="a trained experiment whose model/ is an adapter")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import data as data_mod
-from . import models, prompts, vllm_engine
+from . import models, prompts, vllm_eval
 from .config import RunConfig
 from .errors import HubError
 from .generate import count_tokens, fit_input
@@ -108,7 +108,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
                        "zero-/few-shot baselines need a causal or seq2seq model")
     vllm = cfg.eval.eval_engine == "vllm"
     if vllm:  # the base model, 4-bit when the run asks for it
-        vllm_engine.check(s.family, "qlora" if cfg.method.method == "qlora" else None)
+        vllm_eval.check(s.family, "qlora" if cfg.method.method == "qlora" else None)
     out = Path(cfg.output_dir)
     plan = check_output_dir(out, overwrite, resume=True)
 
@@ -141,7 +141,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     (out / "prompt_example.txt").write_text(texts[0])  # what the model saw, for a human to check
     start = time.perf_counter()
     if vllm:
-        outputs = vllm_engine.generate(tok, texts, s.path, max_new, dtype, budget)
+        outputs = vllm_eval.generate(tok, texts, s.path, max_new, dtype, budget)
     else:
         outputs = generate(model, tok, texts, s.family, max_new, cfg.eval.eval_batch_size, max_source_length=budget)
     seconds = time.perf_counter() - start

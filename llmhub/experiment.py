@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, methods, metrics, models, prompts, vllm_engine
+from . import generate, methods, metrics, models, prompts, vllm_eval
 from .config import RunConfig, validate
 from .errors import HubError
 from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
                       set_aside_corrupt, write_json, write_jsonl)
-from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
+from .rundir import (LABELS_FILE, check_output_dir, check_resume_config, differences, disk_errors, replace_run,
+                     trained_labels)
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
-LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype",
              "eval_engine")
@@ -59,7 +59,7 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
     if mode in ("finetune", "evaluate") and family != "encoder":
         _check_prompt_room(cfg, family, spec.kind)
     if mode in ("finetune", "evaluate") and cfg.eval.eval_engine == "vllm":
-        vllm_engine.check(family, cfg.method.method)
+        vllm_eval.check(family, cfg.method.method)
     if mode == "finetune" and "train" in splits:
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
@@ -142,12 +142,6 @@ def load_for_eval(exp_dir: Path, cfg: RunConfig, family: str):
     return load_trained(exp_dir, cfg, family)
 
 
-def trained_labels(model_dir: Path) -> list[str]:
-    """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
-    labels = Path(model_dir) / LABELS_FILE
-    return json.loads(labels.read_text()) if labels.is_file() else []
-
-
 def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: bool = True) -> list[str]:
     """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
     cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the experiment
@@ -158,12 +152,11 @@ def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: boo
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length,
-                                          prompts.for_run(cfg.data, tok))
+    prompt_texts = generate.run_prompts(tok, s.family, s.kind, cfg.data, texts)
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     if cfg.eval.eval_engine == "vllm":
         dtype = models.resolve_dtype(cfg.model.torch_dtype)
-        return vllm_engine.generate_trained(tok, prompt_texts, trained, max_new, dtype, cfg.data.max_source_length,
+        return vllm_eval.generate_trained(tok, prompt_texts, trained, max_new, dtype, cfg.data.max_source_length,
                                             progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)

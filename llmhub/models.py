@@ -96,7 +96,7 @@ def _smollm2_dir() -> Path:
         del config.quantization_config
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    from .results import atomic_dir
+    from .io import atomic_dir
 
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)

@@ -4,7 +4,7 @@ vLLM pins torch and transformers versions of its own, so it never shares this pr
 tokenised here exactly as the transformers engine tokenises them, go to a child process
 (`vllm_worker.py` run by vLLM's python) that generates greedily and returns the new token ids, which
 are decoded and cleaned here. A fully fine-tuned model folder or a base model is loaded as is; an
-adapter is first merged into an fp32 copy of its base in a temporary folder (llmhub/merge.py, checked
+adapter is first merged into an fp32 copy of its base in a temporary folder (llmhub/adapters.py, checked
 against base + adapter; 4 bytes of disk per parameter), since vLLM's LoRA kernels on a CPU are slow:
 16 SAMSum prompts took 95.9 s with the demo's rank-64 adapter unmerged, 2.5 s merged (after a 9-s
 merge).
@@ -99,7 +99,7 @@ def generate_trained(tokenizer, prompt_texts: list[str], exp_dir: Path, max_new_
     model_dir = exp_dir / "model"
     if not (model_dir / "adapter_config.json").is_file():
         return generate(tokenizer, prompt_texts, model_dir, max_new_tokens, dtype, max_source_length, progress)
-    from .merge import merge
+    from .adapters import merge
 
     with tempfile.TemporaryDirectory(prefix="llmhub-merged-") as tmp:
         print(f"merging the adapter of {exp_dir} into its base for vLLM", file=sys.stderr, flush=True)

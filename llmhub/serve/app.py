@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from . import openai_api, schema
 from .engines import LocalEngine
 from .front import Front, error_response
-from .metrics import ServerMetrics
+from .prometheus import ServerMetrics
 
 OPEN_PATHS = ("/health", "/health-check")  # an orchestrator's probe carries no key
 
@@ -46,7 +46,7 @@ def create_app(predictor, settings: BatchSettings = BatchSettings(),
                limits: schema.Limits = schema.Limits(), api_key: str | None = None,
                catalog=None, engine=None, metrics: ServerMetrics | None = None) -> FastAPI:
     """The app for `catalog` (default: `predictor` under one name) on `engine` (default: local)."""
-    from llmhub import catalog as catalog_mod
+    from . import catalog as catalog_mod
 
     metrics = metrics or ServerMetrics()
     size, wait_ms = settings.effective()

@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import models
-from .config import load_yaml
+from .. import models
+from ..config import load_yaml
 from .decoding import BASE_ADAPTER
-from .errors import HubError
-from .experiment import trained_labels
-from .resolve import resolve
-from .serving import Predictor
+from ..errors import HubError
+from ..rundir import trained_labels
+from ..resolve import resolve
+from .predictor import Predictor
 
 PRIMARY_ADAPTER = "default"  # peft's name for the adapter PeftModel.from_pretrained loads
 

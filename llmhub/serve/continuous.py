@@ -20,9 +20,9 @@ import math
 import time
 import uuid
 
-from llmhub import decoding
-from llmhub.errors import HubError
-from llmhub.prompts import clean_generation
+from . import decoding
+from ..errors import HubError
+from ..prompts import clean_generation
 
 from .batcher import QueueFull
 from .schema import ApiError

@@ -19,8 +19,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from llmhub import decoding
-from llmhub.prompts import clean_generation
+from . import decoding
+from ..prompts import clean_generation
 
 from .batcher import MicroBatcher, QueueFull
 

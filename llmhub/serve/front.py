@@ -13,12 +13,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from llmhub.generate import count_tokens
+from ..generate import count_tokens
 
 from . import schema
 from .batcher import QueueFull
 from .engines import Unavailable, UpstreamError
-from .metrics import ServerMetrics
+from .prometheus import ServerMetrics
 
 log = logging.getLogger("llmhub.server")
 

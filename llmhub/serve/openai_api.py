@@ -22,7 +22,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmhub.decoding import Job, Sampling
+from .decoding import Job, Sampling
 
 from .front import ClientGone, Front
 from .schema import ApiError, check_tokens, max_new_tokens, text_field

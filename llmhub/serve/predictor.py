@@ -21,14 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data as data_mod
-from . import generate, models, prompts
-from .config import RunConfig
-from .errors import HubError
-from .experiment import load_trained, trained_labels
-from .resolve import resolve
+from .. import data as data_mod
+from .. import generate, models, prompts
+from ..config import RunConfig
+from ..errors import HubError
+from ..adapters import MERGED_CONFIG
+from ..experiment import load_trained
+from ..rundir import trained_labels
+from ..resolve import resolve
 
-MERGED_CONFIG = "llmhub.yaml"  # the experiment config saved beside a merged model
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Predictor:
             return {"prediction": completion, "label": None}
         if self.family == "encoder":
             return {"prediction": completion, "label": completion}
-        from .metrics import match_label
+        from ..metrics import match_label
 
         return {"prediction": completion, "label": match_label(completion, self.labels) if self.labels else None}
 

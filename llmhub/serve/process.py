@@ -1,4 +1,4 @@
-"""Start `inference/server.py` as a child process on a free 127.0.0.1 port and wait until it answers.
+"""Start our server (`python -m llmhub.serve.server`, what `inference/server.py` runs) as a child process on a free 127.0.0.1 port and wait until it answers.
 
 Used by the serving benchmark and the server tests, so both exercise the real uvicorn process.
 """
@@ -13,9 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmhub.errors import HubError
+from ..errors import HubError
 
-SERVER = Path(__file__).resolve().parent / "server.py"
+# The servers as commands: modules of the installed package, so they start from any folder.
+SERVER = [sys.executable, "-m", "llmhub.serve.server"]
+VLLM_SERVER = [sys.executable, "-m", "llmhub.serve.vllm_server"]
 
 
 def free_port() -> int:
@@ -26,17 +28,17 @@ def free_port() -> int:
 
 class ServerProcess:
     """`with ServerProcess(["--model", ...]) as srv: httpx.get(srv.url + "/health")`.
-    `script` runs another server taking --host/--port (e.g. inference/vllm/launch.py); `command`
-    replaces `python script` altogether (another program, e.g. `[python, "-m", "transformers.cli.transformers",
+    `script` runs another server script taking --host/--port; `command` replaces our server's
+    command altogether (VLLM_SERVER, or another program, e.g. `[python, "-m", "transformers.cli.transformers",
     "serve"]`), run in `cwd`; `health` is the path polled until it answers one of the `ready` statuses."""
 
     def __init__(self, args: list[str], port: int | None = None, startup_timeout: float = 180.0,
                  log_path: str | Path | None = None, env: dict | None = None, ready: tuple[int, ...] = (200,),
-                 script: str | Path = SERVER, health: str = "/health", command: list[str] | None = None,
+                 script: str | Path | None = None, health: str = "/health", command: list[str] | None = None,
                  cwd: str | Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        program = command or [sys.executable, str(script)]
+        program = command or ([sys.executable, str(script)] if script else SERVER)
         self.args = [*map(str, program), *args, "--host", "127.0.0.1", "--port", str(self.port)]
         self.cwd = cwd
         self.health = health

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from inference import schema
+from . import schema
 
 api = FastAPI(title="llmhub on Ray Serve", docs_url=None, redoc_url=None)
 
@@ -34,7 +34,7 @@ class RayPredictor:
                  batch_wait_ms: float, threads: int, limits: schema.Limits):
         import torch
 
-        from llmhub.serving import Predictor
+        from .predictor import Predictor
 
         torch.set_num_threads(threads)
         self.p = Predictor.load(experiment_dir, model, overrides)
@@ -96,8 +96,7 @@ def build_app(experiment_dir=None, model=None, overrides=None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from llmhub.cli import run
-    from llmhub.errors import HubError
+    from ..errors import HubError, run
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment_dir", help="a trained experiment (config.yaml + model/)")
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     def go():
-        from llmhub.cluster import init_ray
+        from ..cluster import init_ray
 
         for name in ("num_replicas", "max_batch_size", "max_queue", "threads"):
             if getattr(args, name) < 1:

@@ -18,8 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from llmhub.cli import run
-from llmhub.errors import HubError
+from ..errors import HubError, run
 
 MODES = ("naive", "batched", "continuous")
 ENGINES = ("local", "vllm")
@@ -107,7 +106,7 @@ def check(args) -> None:
             raise HubError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
         raise HubError(f"--max_wait_ms must be >= 0, got {args.max_wait_ms}")
-    from llmhub.catalog import parse_adapter
+    from .catalog import parse_adapter
 
     names = [parse_adapter(spec)[0] for spec in args.adapter]
     if len(set(names)) < len(names):
@@ -119,7 +118,7 @@ def check(args) -> None:
 def load_predictor(predictor_cls, args, over: dict):
     """The model and every adapter, as a catalog of names, or one `error:` line: a truncated adapter
     or weights file is a bad input, not a crash. The vllm engine loads prompt rules only."""
-    from llmhub import catalog
+    from . import catalog
 
     source = args.experiment_dir or args.model
     weights = args.engine == "local"
@@ -141,18 +140,18 @@ def main(argv: list[str] | None = None) -> None:
         import torch
         import uvicorn
 
-        from inference.app import BatchSettings, create_app
-        from inference.engines import VllmEngine
-        from inference.metrics import ServerMetrics
-        from inference.schema import Limits
-        from llmhub.serving import Predictor
+        from .app import BatchSettings, create_app
+        from .engines import VllmEngine
+        from .prometheus import ServerMetrics
+        from .schema import Limits
+        from .predictor import Predictor
 
         check(args)
         torch.set_num_threads(args.threads)
         over = overrides(args)
         if args.model and not args.task:  # a merged model's llmhub.yaml knows its task
-            from llmhub.models import resolve_path
-            from llmhub.serving import MERGED_CONFIG
+            from ..models import resolve_path
+            from ..adapters import MERGED_CONFIG
 
             if not (Path(resolve_path(args.model)) / MERGED_CONFIG).is_file():
                 over["task"] = "summarization"
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = ServerMetrics()
         engine = None
         if args.mode == "continuous":
-            from inference.continuous import ContinuousEngine
+            from .continuous import ContinuousEngine
 
             engine = ContinuousEngine(predictor, args.max_batch_size, args.max_queue, args.kv_cache_tokens,
                                       metrics.on_batch, metrics.cancelled.inc)

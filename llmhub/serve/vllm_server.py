@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from llmhub.cli import run
-from llmhub.errors import HubError
-from llmhub.vllm_engine import VENV_PYTHON
+from ..errors import HubError, run
+from ..vllm_eval import VENV_PYTHON
 
 # vLLM sizes its LoRA buffers for one of these ranks; an adapter's rank is rounded up to the next.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -70,7 +69,7 @@ def lora_rank(adapter_dir: Path) -> int:
 def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> list[str]:
     """vLLM's LoRA flags for the experiments `served` plus every NAME=EXP_DIR of `specs`, all of
     which must be adapters of `base`; the rank limit fits the largest adapter."""
-    from llmhub.catalog import base_of, parse_adapter
+    from .catalog import base_of, parse_adapter
 
     for spec in specs:
         name, exp = parse_adapter(spec)
@@ -89,7 +88,7 @@ def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> l
 
 def command(args) -> list[str]:
     """The vLLM command line for an experiment or a model folder."""
-    from llmhub.models import resolve_path
+    from ..models import resolve_path
 
     cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
            "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
@@ -107,7 +106,7 @@ def command(args) -> list[str]:
     if args.merged_dir:
         return cmd + ["--model", str(Path(args.merged_dir).resolve()), "--served-model-name", name]
     if (model_dir / "adapter_config.json").is_file():
-        from llmhub.catalog import base_of
+        from .catalog import base_of
 
         folder = Path(base_of(exp))
         return cmd + ["--model", str(folder), "--served-model-name", folder.name] + \
@@ -121,7 +120,7 @@ def command(args) -> list[str]:
 
 def merge_first(args) -> None:
     """--merged_dir: the experiment's adapter merged into that folder, which may hold only an earlier merge."""
-    from llmhub.merge import merge
+    from ..adapters import merge
 
     exp, out = Path(args.experiment_dir or ""), Path(args.merged_dir)
     if not args.experiment_dir or args.adapter or not (exp / "model" / "adapter_config.json").is_file():

@@ -1,7 +1,7 @@
 """What the report says about a comparison: intervals, paired tests, and which run is "best".
 
 - Each per-example metric (accuracy, ROUGE) is shown with its 95 % bootstrap interval over the run's
-  test examples (llmhub/stats.py: 1,000 resamples, seed 0), read from the run's predictions.jsonl.
+  test examples (llmhub/study/stats.py: 1,000 resamples, seed 0), read from the run's predictions.jsonl.
 - Runs of one study evaluated on the same test examples get a paired bootstrap p-value against the
   study's reference run (the grid's `study: {reference: <run name>}`, else the study's first row).
 - "Best" is chosen by validation loss, never by a test figure, and only among runs that have one.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from . import stats
-from .errors import HubError
+from ..errors import HubError
 from .records import Record
 
 SEED = 0  # the same files always give the same intervals and p-values

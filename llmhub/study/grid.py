@@ -16,12 +16,12 @@ A grid file (YAML):
                                 # (STUDY_KINDS); reference: the run p-values are taken against
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
-table a run belongs to (llmhub/records.py).
+table a run belongs to (llmhub/study/records.py).
 
 Each run's config = llmhub/resolve.py's order: defaults -> recipe(model, final task) -> base -> grid
 cell / run -> `--set`; leaf names are unique in the config, so merging flat dicts is a merge at every
 depth. Every run is
-validated before anything runs (llmhub/sweep.py then runs them).
+validated before anything runs (llmhub/study/sweep.py then runs them).
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from .config import SECTIONS, RunConfig, apply_overrides, flatten, leaf_fields, load_yaml
-from .errors import HubError
-from .resolve import parse_sets, resolve
+from ..config import SECTIONS, RunConfig, apply_overrides, flatten, leaf_fields, load_yaml
+from ..errors import HubError
+from ..resolve import parse_sets, resolve
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # llmhub/study/grid.py -> the repository
 FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
 # method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups.
@@ -62,7 +62,7 @@ class Run:
 
     def status(self) -> str:
         """done (skipped) | failed (retried) | partial (resumed) | pending."""
-        from .results import finished_record
+        from ..results import finished_record
 
         if finished_record(self.out_dir / "results.json") is not None:  # a corrupt one is redone
             return "done"
@@ -213,8 +213,8 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
     set_args, set_over = _split(sets or {}, "--set")
     sets_flat = _flat(set_over, "--set")
     cells = _cells(spec, src, axes or {})
-    from . import data as data_mod  # imports torch: only once the grid itself is known to be sound
-    from . import methods
+    from .. import data as data_mod  # imports torch: only once the grid itself is known to be sound
+    from .. import methods
 
     runs, seen = [], {}
     for i, (labels, cell_args, cell_flat) in enumerate(cells):
@@ -248,7 +248,7 @@ def describe(over: dict) -> str:
 
 
 def _check_mode(mode: str) -> None:
-    from .baseline import MODES
+    from ..baseline import MODES
 
     if mode not in MODES:
         raise HubError(f"unknown baseline mode '{mode}'; allowed: {', '.join(MODES)}")

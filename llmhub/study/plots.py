@@ -16,8 +16,8 @@ from pathlib import Path
 
 from . import compare
 from .records import Record
-from .report import (CLS_METRICS, GEN_METRICS, MODE_ORDER, REFERENCE, REFERENCE_LABEL, _latest_finetunes, _mean,
-                     _method_studies)
+from .select import (CLS_METRICS, GEN_METRICS, MODE_ORDER, REFERENCE, REFERENCE_LABEL, latest_finetunes, mean,
+                     method_studies)
 
 
 def _file_name(folder: Path) -> str:
@@ -53,7 +53,7 @@ def plot_sample_efficiency(records: list[Record], path: Path, reference: bool = 
     def draw(ax):
         for label, points in sorted(series.items()):
             xs = sorted(points)
-            ax.plot(xs, [_mean(points[x]) for x in xs], marker="o", label=label)
+            ax.plot(xs, [mean(points[x]) for x in xs], marker="o", label=label)
         for label, points in (REFERENCE.items() if reference else []):
             ax.plot(sorted(points), [points[x] for x in sorted(points)], ls="--", alpha=0.6,
                     label=f"{label} ({REFERENCE_LABEL})")
@@ -67,7 +67,7 @@ def plot_sample_efficiency(records: list[Record], path: Path, reference: bool = 
 
 def plot_rouge(records: list[Record], path: Path) -> Path | None:
     """ROUGE-1/2/L per model and method (zero-shot, few-shot, fine-tuned) on summarization."""
-    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + _latest_finetunes(records)
+    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + latest_finetunes(records)
     rs = sorted((r for r in rs if r.kind == "generation"), key=lambda r: (r.task, r.model, MODE_ORDER.get(r.mode, 3)))
     if not rs:
         return None
@@ -88,7 +88,7 @@ def plot_pareto(records: list[Record], assets: Path) -> dict[Path, Path]:
     """Per method study: the main test metric (95 % interval bars) against training cost, the
     frontier of runs no other run beats on both drawn as a step line; assets/pareto_<study>.png."""
     paths = {}
-    for folder, rs in _method_studies(records).items():
+    for folder, rs in method_studies(records).items():
         key, name = (CLS_METRICS if rs[0].kind == "classification" else GEN_METRICS)[0]
 
         def draw(ax, rs=rs, key=key, name=name, folder=folder):

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HubError
+from ..errors import HubError
 from .grid import check_study
 
 METHOD_LABEL = {"lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "prefix": "prefix", "prompt": "prompt tuning",

@@ -10,7 +10,7 @@ Tables (NAME): sample-efficiency, lora-ablation, prefix-ablation, baselines, cos
 Runs of studies their grid declared ablations (`study: {kind: ablation}`, read from sweep.json by
 records.py) feed the ablation tables; the others feed sample efficiency, baselines and cost, so a
 rank ablation never shows up as a sample-size point. Studies that vary `method` get the methods table
-(quality with intervals beside what each method cost). The figures: llmhub/plots.py.
+(quality with intervals beside what each method cost). The figures: llmhub/study/plots.py.
 """
 from __future__ import annotations
 
@@ -24,23 +24,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from . import compare
-from .errors import HubError
-from .records import METHOD_LABEL, Record, load_records
+from ..errors import HubError
+from .records import Record, load_records
+from .select import (CLS_METRICS, GEN_METRICS, MODE_ORDER, REFERENCE, REFERENCE_LABEL, latest_finetunes, mean,
+                     method_studies)
 
 TABLES = ("sample-efficiency", "lora-ablation", "prefix-ablation", "baselines", "cost", "methods", "sweeps")
 LORA_KEYS = ("epochs", "lora_r", "lora_alpha", "lora_dropout")
 PREFIX_KEYS = ("epochs", "num_virtual_tokens", "prefix_projection", "lora_dropout")
-MODE_ORDER = {"zero-shot": 0, "few-shot": 1, "finetune": 2}
-CLS_METRICS = (("accuracy", "Accuracy"), ("f1_macro", "Macro F1"), ("unmatched_rate", "Unmatched %"))
-GEN_METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"))
-# The original study's Table 1 (20 Newsgroups accuracy, %), shown only with --reference and labelled.
-REFERENCE_LABEL = "original study, g5.2xlarge"
-REFERENCE = {"DistilBERT": {266: 36.24, 533: 46.65, 1066: 54.15, 2666: 67.07, 5332: 72.00, 10664: 71.91},
-             "BERT": {266: 16.91, 533: 30.75, 1066: 53.73, 2666: 68.41, 5332: 72.46, 10664: 74.15},
-             "Flan-T5-Large + LoRA": {266: 59.86, 533: 68.84, 1066: 73.38, 2666: 75.45, 5332: 75.43,
-                                      10664: 72.31}}
-
-
 def fmt(value, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -70,10 +61,6 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _samples_label(r: Record) -> str:
     frac = r.flat.get("train_sample_fraction")
     if r.flat.get("train_samples") is None and isinstance(frac, (int, float)):
@@ -100,7 +87,7 @@ def sample_efficiency(records: list[Record], reference: bool = False) -> str:
         row = [labels.get(n, str(n))]
         for c in cols:
             vals = cells.get((n, c))
-            row.append("-" if not vals else fmt(_mean(vals)) + (f" (mean of {len(vals)})" if len(vals) > 1 else ""))
+            row.append("-" if not vals else fmt(mean(vals)) + (f" (mean of {len(vals)})" if len(vals) > 1 else ""))
         row += [fmt(REFERENCE[m].get(n)) for m in refs]
         rows.append(row)
     headers = ["Training samples"] + cols + [f"{m} ({REFERENCE_LABEL})" for m in refs]
@@ -138,25 +125,9 @@ def prefix_ablation(records: list[Record]) -> str:
     return _ablation(records, ("prefix",), PREFIX_KEYS)
 
 
-def _latest_finetunes(records: list[Record]) -> list[Record]:
-    """Per (model, method, task, precision): the non-ablation fine-tune with the most training examples; ties go
-    to the larger test set, then to the later path, so the table never depends on file times."""
-    def rank(r: Record) -> tuple:
-        return r.examples or 0, (r.data.get("eval") or {}).get("examples") or 0, str(r.path)
-
-    best: dict = {}
-    for r in records:
-        if r.mode != "finetune" or r.ablation:
-            continue
-        key = (r.model, r.flat.get("method"), r.task, r.precision)
-        if key not in best or rank(r) > rank(best[key]):
-            best[key] = r
-    return list(best.values())
-
-
 def baselines(records: list[Record]) -> str:
     """Zero-shot vs few-shot vs fine-tuned, one table per task, one row per model and mode."""
-    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + _latest_finetunes(records)
+    rs = [r for r in records if r.mode != "finetune" and not r.ablation] + latest_finetunes(records)
     out = []
     for task in sorted({r.task for r in rs}):
         group = sorted((r for r in rs if r.task == task), key=lambda r: (r.model, MODE_ORDER.get(r.mode, 3), r.label))
@@ -213,19 +184,6 @@ def sweeps(records: list[Record]) -> str:
     return "\n\n".join(out)
 
 
-def _method_studies(records: list[Record]) -> dict[Path, list[Record]]:
-    """Studies that vary `method`, by sweep folder; prompting rows first, then methods in METHOD_LABEL
-    order, then by training-set size."""
-    order = {m: i for i, m in enumerate(METHOD_LABEL)}
-    groups = defaultdict(list)
-    for r in records:
-        if "method" in r.study_keys:
-            groups[r.path.parent.parent].append(r)
-    return {folder: sorted(rs, key=lambda r: (MODE_ORDER.get(r.mode, 3), r.examples or 0,
-                                              order.get(r.flat.get("method"), len(order)), r.path.parent.name))
-            for folder, rs in sorted(groups.items())}
-
-
 def _parameters(r: Record) -> str:
     """Trainable parameters, and their share of the model's: '1.23M (0.91 %)'."""
     n, total = r.train.get("trainable_params"), r.train.get("total_params")
@@ -240,7 +198,7 @@ def methods(records: list[Record]) -> str:
     """Method comparisons: per run, test metrics with intervals, validation loss (what selects), the
     p-value against the reference, and what the method cost to train."""
     out = []
-    for folder, rs in _method_studies(records).items():
+    for folder, rs in method_studies(records).items():
         metrics = CLS_METRICS[:2] if all(r.kind == "classification" for r in rs) else GEN_METRICS[:3]
         rows = [[r.path.parent.name, r.setup, r.examples or "-", _parameters(r)]
                 + [compare.cell(r, m) for m, _ in metrics] for r in rs]
@@ -377,7 +335,7 @@ def add_parser(sub) -> None:
 def main(args) -> None:
     root = Path(args.results)
     records = load_records(root)
-    assets = Path(args.assets) if args.assets else Path(__file__).resolve().parents[1] / "assets"
+    assets = Path(args.assets) if args.assets else Path(__file__).resolve().parents[2] / "assets"
     command = shlex.join(["python", "-m", "llmhub", "report", _shown(root)] + ["--reference"] * args.reference)
     tables = build(records, args.reference)
     for name, table in tables.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HubError
+from ..errors import HubError
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -23,7 +23,7 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 def read_predictions(path: str | Path) -> list[dict]:
     """The rows of a predictions.jsonl; a bad line is a one-line error naming file and line."""
-    from .data import read_numbered
+    from ..data import read_numbered
 
     rows = read_numbered(path)
     for n, row in rows:

@@ -1,4 +1,4 @@
-"""Sweeps: run every run of a grid file (format and validation: llmhub/grid.py), here or on Ray.
+"""Sweeps: run every run of a grid file (format and validation: llmhub/study/grid.py), here or on Ray.
 
 `python -m llmhub sweep flan-t5/grids/lora_ablation.yaml` resolves and validates every run first, then runs
 the unfinished ones. A run whose `results.json` exists is skipped, so rerunning a killed sweep
@@ -15,9 +15,9 @@ import traceback
 from pathlib import Path
 
 from . import grid
-from .cluster import init_ray
-from .config import RunConfig, apply_overrides
-from .errors import HubError
+from ..cluster import init_ray
+from ..config import RunConfig, apply_overrides
+from ..errors import HubError
 from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
 
 
@@ -33,7 +33,7 @@ def _primary(record: dict | None) -> str:
 
 def _baseline(cfg: RunConfig, args: dict) -> dict:
     """Zero-/few-shot evaluation through the baseline module (the one implementation)."""
-    from . import baseline
+    from .. import baseline
 
     return baseline.run_baseline(cfg, mode=args.get("mode", "zero-shot"))
 
@@ -45,7 +45,7 @@ def run_one(run: Run) -> dict:
     try:
         cfg = apply_overrides(RunConfig(), run.config)
         if run.action == "train":
-            from .experiment import train_experiment
+            from ..experiment import train_experiment
 
             record = train_experiment(cfg, resume=True)  # an interrupted run continues from its checkpoint
         else:
@@ -60,7 +60,7 @@ def run_one(run: Run) -> dict:
 
 
 def record_error(run: Run, message: str, trace: str = "") -> None:
-    from .results import write_json
+    from ..results import write_json
 
     write_json(run.out_dir / "error.json", {"name": run.name, "action": run.action, "args": run.args,
                                             "error": message, "traceback": trace,
@@ -169,7 +169,7 @@ def main(args) -> None:
     runs = expand(spec, root, parse_sets(args.set), parse_axes(args.axes), src=str(args.grid))
     chosen = select(runs, [n for item in args.only for n in item.split(",") if n])
     if not args.dry_run:
-        from .results import write_json
+        from ..results import write_json
 
         try:  # repository-relative, so committed sweep files hold no machine paths
             grid_name = str(Path(args.grid).resolve().relative_to(REPO_ROOT))

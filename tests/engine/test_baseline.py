@@ -18,7 +18,7 @@ from llmhub.baseline import run_baseline
 from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def baseline_config(model_dir, data_dir, out, task, **extra) -> RunConfig:

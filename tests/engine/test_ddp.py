@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in each rank: records a hash of the trainable weights after training and which ranks
 # evaluate, then runs the real per-model script exactly as a user would.

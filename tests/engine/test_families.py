@@ -61,7 +61,7 @@ def test_unknown_architecture_lora_targets_fail_in_one_line(tmp_path, tiny_model
     from pathlib import Path
 
     model_dir = tiny_models["gpt2"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, str(root / "redpajama" / "redpajama_classification.py"),
                            "--pretrained_ckpt", str(model_dir), "--method", "lora", "--data_dir", str(data_dir),
                            "--output_dir", str(tmp_path / "exp")], capture_output=True, text=True, timeout=180,

@@ -1,4 +1,4 @@
-"""inference/merge.py (llmhub/merge.py) on tiny trained experiments: seq2seq (the original's seq2seq branch never
+"""inference/merge.py (llmhub/adapters.py) on tiny trained experiments: seq2seq (the original's seq2seq branch never
 loaded the adapter), causal and encoder; the merged folder reproduces base + adapter, serves the
 same predictions, and unmergeable or broken inputs fail with one line."""
 from __future__ import annotations
@@ -13,12 +13,12 @@ import torch
 
 from llmhub import models
 from llmhub.errors import HubError
-from llmhub.serving import Predictor
+from llmhub.serve.predictor import Predictor
 from test_server import eval_rows, trained_experiment
 
-from llmhub.merge import CHECK_TEXTS, compare, logits_of, merge
+from llmhub.adapters import CHECK_TEXTS, compare, logits_of, merge
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("family, task, method", [

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from transformers import AutoTokenizer
 
-from inference.launch import ServerProcess
+from llmhub.serve.process import ServerProcess
 from llmhub import train as train_mod
 from llmhub.baseline import run_baseline
 from llmhub.errors import HubError
 from llmhub.experiment import prepare, train_experiment
-from llmhub.serving import Predictor
+from llmhub.serve.predictor import Predictor
 from test_experiments import tiny_config
 from test_prompts import CHAT
 from test_server import eval_rows

@@ -7,9 +7,9 @@ import pytest
 
 from llmhub import recipes
 from llmhub.errors import HubError
-from llmhub.grid import expand, load_grid
+from llmhub.study.grid import expand, load_grid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRIDS = sorted(ROOT.glob("*/grids/*.yaml"))
 
 

@@ -12,7 +12,7 @@ from llmhub.errors import HubError
 from llmhub.recipes import FOLDERS
 from llmhub.resolve import resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_recipe_follows_the_final_task_whoever_names_it():

@@ -8,8 +8,9 @@ import json
 import pytest
 import yaml
 
-from llmhub import cli, report
-from llmhub.records import load_records
+from llmhub import cli
+from llmhub.study import report
+from llmhub.study.records import load_records
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])

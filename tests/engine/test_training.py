@@ -15,7 +15,7 @@ from llmhub.experiment import load_for_training, prepare, train_experiment
 from llmhub.train import last_complete_checkpoint
 from test_experiments import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def adapter_weights(out: Path) -> dict:

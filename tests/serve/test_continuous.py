@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from inference.launch import ServerProcess
+from llmhub.serve.process import ServerProcess
 from llmhub.experiment import evaluate_experiment
 from test_server import eval_rows, post, scrape, trained_experiment
 

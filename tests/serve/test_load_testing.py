@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference.launch import ServerProcess, free_port
-from inference.load_testing import attacker, streaming, targets
+from llmhub.serve.process import ServerProcess, free_port
+from llmhub.serve.loadtest import attacker, streaming, targets
 from llmhub import models
 from test_server import trained_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(ROOT / "inference" / "load_testing" / "run.py")]
 
 
@@ -156,20 +156,21 @@ def test_bad_input_is_one_line(tmp_path, tok, args, message):
     (0.01, 1.0, [0.13, 0.216, 0.36, 0.6, 1.0], None),  # nothing passes within 5 runs
 ])
 def test_rate_search_brackets_the_sustained_rate(capacity, start, rates, best):
-    from inference.load_testing import plots, sweep
+    from llmhub.serve.loadtest import charts
+    from llmhub.serve.loadtest import rates as rate_sweep  # `rates` is the parameter
 
     def attack(rate):  # a server that keeps its p90 bound up to `capacity` requests per second
         return {"label": "x", "offered_rps": rate, "passed": rate <= capacity}
 
-    rows = sweep.find_sustained(attack, start, step=1.5, max_runs=5, down=0.6)
+    rows = rate_sweep.find_sustained(attack, start, step=1.5, max_runs=5, down=0.6)
     assert [r["offered_rps"] for r in rows] == rates
-    assert (plots.sustained(rows, "x") or {}).get("offered_rps") == best
+    assert (charts.sustained(rows, "x") or {}).get("offered_rps") == best
 
 
 def test_rate_search_stops_within_precision():
-    from inference.load_testing import sweep
+    from llmhub.serve.loadtest import rates
 
-    rows = sweep.find_sustained(lambda rate: {"offered_rps": rate, "passed": rate <= 2.0}, 1.0, max_runs=9,
+    rows = rates.find_sustained(lambda rate: {"offered_rps": rate, "passed": rate <= 2.0}, 1.0, max_runs=9,
                                 precision=1.1)
     assert [r["offered_rps"] for r in rows] == [1.0, 1.5, 1.837, 1.933, 2.033, 2.25]
 
@@ -180,7 +181,7 @@ def test_kept_up_is_the_share_of_the_offered_rate_answered(service_s, kept):
     up at 0.5 s; at 2 s its backlog grows and it answers half the offered rate."""
     from datetime import datetime, timezone
 
-    from inference.load_testing import sweep
+    from llmhub.serve.loadtest import rates
 
     results, free = [], 0.0
     for i in range(61):
@@ -188,4 +189,4 @@ def test_kept_up_is_the_share_of_the_offered_rate_answered(service_s, kept):
         results.append({"code": 200 if i % 10 else 500, "latency": int((end - i) * 1e9),
                         "timestamp": datetime.fromtimestamp(1_700_000_000 + i, timezone.utc).isoformat()})
     # failed requests are not answers: 1 in 10 here
-    assert sweep.kept_up(results) == pytest.approx(0.9 * kept, abs=0.06)
+    assert rates.kept_up(results) == pytest.approx(0.9 * kept, abs=0.06)

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference.launch import ServerProcess
-from inference.vllm.launch import build_parser, command
+from llmhub.serve.process import ServerProcess
+from llmhub.serve.vllm_server import build_parser, command
 from test_server import post, trained_experiment
 
 DIALOGUE = "Anna: are you coming to the party?\nBen: yes, see you at 8"
@@ -77,14 +77,14 @@ def test_adapter_errors_are_one_line(adapters, tiny_models, tmp_path):
     import subprocess
     import sys
 
-    from inference.launch import SERVER
+    from llmhub.serve.process import SERVER
 
     cases = [(["--experiment_dir", str(adapters["a"]), "--adapter", "b"], "expected NAME=EXPERIMENT_DIR"),
              (["--experiment_dir", str(adapters["a"]), "--adapter", f"b={adapters['b']}", "--adapter",
                f"b={adapters['b']}"], "given twice"),
              (["--experiment_dir", str(adapters["a"]), "--adapter", f"b={tmp_path}"], "is not an experiment directory")]
     for args, words in cases:
-        p = subprocess.run([sys.executable, str(SERVER), *args, "--port", "1"], capture_output=True, text=True,
+        p = subprocess.run([*SERVER, *args, "--port", "1"], capture_output=True, text=True,
                            timeout=120)
         last = p.stderr.strip().splitlines()[-1]
         assert p.returncode != 0 and last.startswith("error:") and words in last, p.stderr[-1500:]

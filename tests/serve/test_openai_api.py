@@ -13,8 +13,8 @@ import openai
 import pytest
 import torch
 
-from inference.launch import ServerProcess
-from llmhub.serving import Predictor
+from llmhub.serve.process import ServerProcess
+from llmhub.serve.predictor import Predictor
 from test_server import scrape, trained_experiment
 
 CHAT_TEMPLATE = ("{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -164,7 +164,7 @@ def test_limits_unknown_model_key_and_missing_template(client, server, tiny_mode
 
 def test_seq2seq_decoding_equals_generate(tiny_models):
     """The /v1 decoder (per-row criteria) on an encoder-decoder model: T5's greedy answers."""
-    from llmhub.decoding import Job, Sampling, decode
+    from llmhub.serve.decoding import Job, Sampling, decode
     from llmhub.models import load_base_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_models["t5"]), "seq2seq")

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import httpx
 import pytest
 
-from inference.launch import free_port
+from llmhub.serve.process import free_port
 from test_server import eval_rows, trained_experiment
 
 
@@ -22,7 +22,7 @@ def ray_app(tmp_path_factory, tiny_models, data_dir):
         ray = init_ray(init_kwargs={"num_cpus": 2})
     except Exception as e:  # a sandbox without the shared memory Ray needs
         pytest.skip(f"a local Ray cannot start here: {type(e).__name__}: {e}")
-    from inference.ray_serve import build_app
+    from llmhub.serve.ray_serve import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference.launch import ServerProcess
+from llmhub.serve.process import ServerProcess
 from llmhub import data as data_mod
 from llmhub.config import RunConfig, apply_overrides, load_yaml
 from llmhub.experiment import evaluate_experiment, train_experiment
-from llmhub.serving import Predictor
+from llmhub.serve.predictor import Predictor
 from test_experiments import tiny_config
 
 

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from inference.app import create_app
-from inference.batcher import MicroBatcher
-from inference.launch import SERVER, ServerProcess
-from llmhub.serving import Predictor
+from llmhub.serve.app import create_app
+from llmhub.serve.batcher import MicroBatcher
+from llmhub.serve.process import SERVER, ServerProcess
+from llmhub.serve.predictor import Predictor
 from test_server import post, scrape, trained_experiment
 
 
@@ -210,7 +210,7 @@ def test_a_truncated_adapter_is_one_line_at_start(summ_exp, tmp_path):
     shutil.copytree(summ_exp, exp)
     weights = next((exp / "model").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    p = subprocess.run([sys.executable, str(SERVER), "--experiment_dir", str(exp), "--port", "1"],
+    p = subprocess.run([*SERVER, "--experiment_dir", str(exp), "--port", "1"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()  # transformers' loading progress may come first

@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference.launch import ServerProcess
-from inference.vllm.launch import VENV_PYTHON, command, build_parser
-from test_engine_vllm import DIALOGUES, front_args
+from llmhub.serve.process import ServerProcess
+from llmhub.serve.vllm_server import VENV_PYTHON, command, build_parser
+from test_vllm_upstream import DIALOGUES, front_args
 from test_server import post, trained_experiment
 
 pytestmark = pytest.mark.skipif(not VENV_PYTHON.is_file(),
                                 reason="vLLM's virtualenv is absent (make -C inference/vllm venv)")
-LAUNCH = Path(__file__).resolve().parents[1] / "inference" / "vllm" / "launch.py"
+LAUNCH = Path(__file__).resolve().parents[2] / "inference" / "vllm" / "launch.py"
 
 
 def test_lora_experiment_command_reads_rank(tmp_path):

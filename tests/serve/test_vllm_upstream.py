@@ -1,5 +1,5 @@
 """`--engine vllm`: our server as the front of an OpenAI-compatible upstream. The upstream here is our
-own server's /v1 (a real process, runs everywhere); tests/test_vllm.py puts vLLM itself behind it.
+own server's /v1 (a real process, runs everywhere); tests/serve/test_vllm.py puts vLLM itself behind it.
 The front keeps what is ours: templates and label matching on /predict, limits, the bounded queue
 (503 + Retry-After), metrics; a missing upstream is a 503 that names it, not a hang."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from inference.launch import ServerProcess, free_port
+from llmhub.serve.process import ServerProcess, free_port
 from test_server import post, scrape, trained_experiment
 
 DIALOGUES = ["Anna: are you coming to lunch?\nBen: yes, see you at 1", "Cleo: the exam?\nDan: ok\nCleo: ok"]

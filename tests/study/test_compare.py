@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from llmhub import compare, plots, report
+from llmhub.study import compare, plots, report
 from test_report import declare, fake
 
 LABELS = ["a", "b", "c"]

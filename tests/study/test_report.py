@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmhub import cli, plots, report
+from llmhub import cli
+from llmhub.study import plots, report
 from llmhub.config import RunConfig, apply_overrides
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake(root: Path, rel: str, metrics: dict, mode: str = "finetune", examples: int | None = 266,

@@ -4,10 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmhub import metrics, stats
+from llmhub import metrics
+from llmhub.study import stats
 from llmhub.errors import HubError
 
-STUDY = Path(__file__).resolve().parents[1] / "results" / "llama2" / "smollm2_summarization"
+STUDY = Path(__file__).resolve().parents[2] / "results" / "llama2" / "smollm2_summarization"
 
 
 @pytest.fixture(scope="module")

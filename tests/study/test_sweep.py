@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmhub import sweep
+from llmhub.study import sweep
 from llmhub.cli import main
 from llmhub.errors import HubError
-from llmhub.grid import expand, load_grid, parse_axes
+from llmhub.study.grid import expand, load_grid, parse_axes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(ROOT.glob("*/grids/*.yaml"))
 SCRIPTS = sorted(p for p in ROOT.glob("*/*.sh") if p.parent.name in ("flan-t5", "llama2", "falcon", "redpajama", "bert"))
 

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from llmhub.errors import HubError
+from ...errors import HubError
 
 COLUMNS = ["label", "server", "offered_rps", "achieved_rps", "requests", "success", "throughput_rps",
            "p50_s", "p90_s", "p99_s", "max_s", "mean_input_tokens", "mean_output_tokens", "tokens_per_s",

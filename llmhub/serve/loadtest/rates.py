@@ -20,7 +20,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from llmhub.errors import HubError
+from ...errors import HubError
 
 from . import attacker, streaming
 from .targets import read_meta, read_targets

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmhub.cli import run
-from llmhub.errors import HubError
+from ...errors import HubError, run
 
 
 def _rates(text: str) -> list[float]:
@@ -35,7 +34,7 @@ def _rates(text: str) -> list[float]:
 def _tokenizer(name: str | None):
     if not name:
         return None
-    from llmhub import models
+    from ... import models
 
     try:
         return models.load_tokenizer(models.resolve_path(name), "causal")
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
 
     def go():
-        from inference.load_testing import plots, sweep, targets
+        from . import charts, rates, targets
 
         if args.command == "targets":
             targets.check_server(args.server)
@@ -105,24 +104,24 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{len(raws)} targets -> {path}")
         elif args.command == "attack":
             targets.check_server(args.server)
-            sweep.check_rates(args.rates)
+            rates.check_rates(args.rates)
             if not 0 <= args.min_kept_up <= 1:
                 raise HubError(f"--min_kept_up must be between 0 and 1 (a share of the offered rate), got {args.min_kept_up:g}")
             if not (args.slo_ttft > 0 and args.slo_itl > 0):
                 raise HubError(f"--slo_ttft and --slo_itl must be > 0 seconds, got {args.slo_ttft:g} and {args.slo_itl:g}")
             loaded = targets.read_targets(args.targets)
-            sweep.check_reachable("/".join(loaded[0]["url"].split("/")[:3]))  # scheme://host:port
-            rows = sweep.sweep(args.targets, args.rates, args.duration, args.out, args.server, args.label,
+            rates.check_reachable("/".join(loaded[0]["url"].split("/")[:3]))  # scheme://host:port
+            rows = rates.sweep(args.targets, args.rates, args.duration, args.out, args.server, args.label,
                                _tokenizer(args.tokenizer), args.cost_per_hour, args.timeout,
                                args.stop_after_fail, args.min_success, args.p90_bound, args.min_kept_up,
                                slo_ttft=args.slo_ttft, slo_itl=args.slo_itl)
-            best = plots.sustained(rows, args.label)
+            best = charts.sustained(rows, args.label)
             print(f"sustained: {best['offered_rps']:g} rps" if best else "sustained: no rate passed")
         else:
-            rows = plots.read_rows(args.sweeps)
-            print(f"{len(rows)} rows -> {plots.write_csv(rows, args.csv)}")
+            rows = charts.read_rows(args.sweeps)
+            print(f"{len(rows)} rows -> {charts.write_csv(rows, args.csv)}")
             if args.plot:
-                print(f"plot -> {plots.plot(rows, args.plot, args.title)}")
+                print(f"plot -> {charts.plot(rows, args.plot, args.title)}")
 
     run(go)
 

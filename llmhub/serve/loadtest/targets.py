@@ -22,8 +22,8 @@ import base64
 import json
 from pathlib import Path
 
-from llmhub import data as data_mod
-from llmhub.errors import HubError
+from ... import data as data_mod
+from ...errors import HubError
 
 SERVERS = {"fastapi": "/predict", "ray": "/predict", "tgi": "/generate", "vllm": "/v1/completions",
            "openai": "/v1/completions"}
@@ -61,7 +61,7 @@ def pick_inputs(data_dir: str | Path, task: str, tokenizer, n: int, target_token
 
 def render(tokenizer, style: str, task: str, texts: list[str], max_source_length: int = 512) -> list[str]:
     """The prompt the model sees: the fine-tuning template around each input (plain for encoders)."""
-    from llmhub.generate import build_prompts
+    from ...generate import build_prompts
 
     return build_prompts(tokenizer, style, data_mod.TASKS[task].kind, texts, max_source_length)
 

@@ -22,8 +22,8 @@ from . import data as data_mod
 from . import generate, methods, metrics, models, prompts, vllm_eval
 from .config import RunConfig, validate
 from .errors import HubError
-from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
-                      set_aside_corrupt, write_json, write_jsonl)
+from .results import (atomic_dir, build_record, cost_usd, finished_record, set_aside_corrupt, write_json,
+                      write_jsonl)
 from .rundir import (LABELS_FILE, check_output_dir, check_resume_config, differences, disk_errors, replace_run,
                      trained_labels)
 
@@ -44,6 +44,12 @@ class Setup:
     kind: str
     splits: dict
     labels: list[str]
+    dtype: object = None  # torch dtype of the weights: cfg.model.torch_dtype resolved on this machine, once
+    prompt_mode: str = "finetune"  # finetune (training and evaluation) | zero-shot | few-shot
+
+    def prompt_format(self, tokenizer) -> prompts.PromptFormat:
+        """The run's template and chat setting for this tokenizer (`auto`: chat only for baselines)."""
+        return prompts.for_run(self.cfg.data, tokenizer, self.prompt_mode)
 
 
 def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") -> Setup:
@@ -55,7 +61,7 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
     spec = data_mod.task_spec(cfg.data)
     model_config = models.load_config(cfg.model.pretrained_ckpt)
     family = models.family_of(model_config, cfg.model.family)
-    models.resolve_dtype(cfg.model.torch_dtype)
+    dtype = models.resolve_dtype(cfg.model.torch_dtype)
     if mode in ("finetune", "evaluate") and family != "encoder":
         _check_prompt_room(cfg, family, spec.kind)
     if mode in ("finetune", "evaluate") and cfg.eval.eval_engine == "vllm":
@@ -81,7 +87,8 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
             print(f"warning: {len(unseen)} test label(s) never occur in the train split ({', '.join(unseen[:5])}); "
                   "their examples cannot be predicted right", file=sys.stderr)
     return Setup(cfg, model_config, models.resolve_path(cfg.model.pretrained_ckpt), family,
-                 models.PROMPT_STYLE[family], spec.kind, rows, labels)
+                 models.PROMPT_STYLE[family], spec.kind, rows, labels, dtype,
+                 "finetune" if mode in ("finetune", "evaluate") else mode)
 
 
 def _check_prompt_room(cfg: RunConfig, family: str, kind: str, min_input: int = 8) -> None:
@@ -107,7 +114,7 @@ def load_for_training(s: Setup):
     cfg = s.cfg
     set_seed(cfg.train.seed)  # before the base model's new heads and the adapter are initialised
     tok = models.load_tokenizer(s.path, s.family)
-    model = models.load_base_model(s.path, s.family, models.resolve_dtype(cfg.model.torch_dtype),
+    model = models.load_base_model(s.path, s.family, s.dtype,
                                    quantize_4bit=cfg.method.method == "qlora",
                                    num_labels=len(s.labels) or None, label_names=s.labels)
     if model.config.pad_token_id is None:
@@ -152,11 +159,10 @@ def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: boo
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    prompt_texts = generate.run_prompts(tok, s.family, s.kind, cfg.data, texts)
+    prompt_texts = generate.run_prompts(tok, s.family, s.kind, cfg.data, texts, s.prompt_format(tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     if cfg.eval.eval_engine == "vllm":
-        dtype = models.resolve_dtype(cfg.model.torch_dtype)
-        return vllm_eval.generate_trained(tok, prompt_texts, trained, max_new, dtype, cfg.data.max_source_length,
+        return vllm_eval.generate_trained(tok, prompt_texts, trained, max_new, s.dtype, cfg.data.max_source_length,
                                             progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
@@ -185,11 +191,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, trained: Pat
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    read = inputs_provenance(data_mod.data_provenance(s.cfg.data, s.splits), s.path)
-    record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
-              **extra, "eval": {"seconds": seconds, "examples": len(rows),
-                                "examples_per_second": len(rows) / seconds if seconds else None},
-              "provenance": {**provenance(s.cfg.train.seed, s.cfg.model.torch_dtype), **read}}
+    record = build_record(s.cfg, s.splits, s.path, "finetune", result, seconds, len(rows), **extra)
     write_json(exp_dir / "results.json", record)
     return record
 

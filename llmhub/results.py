@@ -91,6 +91,21 @@ def inputs_provenance(data: dict, model_path: str) -> dict:
     return {**data, "model": model_provenance(model_path)}
 
 
+def build_record(cfg, splits: dict, model_path: str, mode: str, metrics: dict, seconds: float, examples: int,
+                 **sections) -> dict:
+    """The one results.json record of an evaluated run, fine-tuned (mode "finetune") or a baseline
+    ("zero-shot" / "few-shot"): metrics, resolved config, the run's own `sections` (train and
+    validation; or train None and prompts), evaluation speed, and provenance with the hashes of the
+    data files and model weights read."""
+    from .data import data_provenance
+
+    read = inputs_provenance(data_provenance(cfg.data, splits), model_path)
+    return {"schema_version": SCHEMA_VERSION, "metrics": metrics, "config": cfg.to_dict(), "mode": mode, **sections,
+            "eval": {"seconds": seconds, "examples": examples,
+                     "examples_per_second": examples / seconds if seconds else None},
+            "provenance": {**provenance(cfg.train.seed, cfg.model.torch_dtype), **read}}
+
+
 def cost_usd(seconds: float, dollars_per_hour: float) -> float:
     return seconds / 3600 * dollars_per_hour
 

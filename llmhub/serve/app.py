@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from . import openai_api, schema
+from . import endpoints, openai_api, schema
 from .engines import LocalEngine
 from .front import Front, error_response
 from .prometheus import ServerMetrics
@@ -83,40 +83,27 @@ def create_app(predictor, settings: BatchSettings = BatchSettings(),
                                       request.url.path.startswith("/v1/"), {"WWW-Authenticate": "Bearer"})
             return await call_next(request)
 
-    async def answer(request: Request, prompt: str, tokens: int, budget: int, route, shape) -> JSONResponse:
-        completion = await front.until_disconnect(request, engine.complete(route, prompt, tokens, budget))
-        metrics.input_tokens.inc(tokens)
-        if front.family != "encoder":
-            metrics.output_tokens.inc(front.count(completion))
-        return JSONResponse(shape(completion))
-
-    async def predict_handler(request: Request, body: dict, start: float):
-        route = front.route(body.get("model"))
-        p = route.predictor
-        text, budget = schema.parse_predict(body, limits, p.max_new_tokens)
-        n = front.count(text)
-        schema.check_tokens(n, limits.max_input_tokens, "prompt")
-        # Same rendering (template, input fitted to max_source_length) as `llmhub evaluate`.
-        prompt = p.render([text], tokenizer=front.tokenizer)[0]
-        return await answer(request, prompt, n, budget, route, p.answer)
-
-    async def generate_handler(request: Request, body: dict, start: float):
-        route = front.route(body.get("model"))
-        prompt, budget = schema.parse_generate(body, limits, route.predictor.max_new_tokens)
-        n = front.count(prompt)
-        # A rendered prompt cannot be cut without losing its template tail, so refuse it instead.
-        schema.check_tokens(n, min(limits.max_input_tokens, route.predictor.max_source_length), "inputs")
-        return await answer(request, prompt, n, budget, route, lambda c: {"generated_text": c})
+    def handler(endpoint: str):
+        async def handle(request: Request, body: dict, start: float):
+            route = front.route(body.get("model"))
+            work = endpoints.ENDPOINTS[endpoint](body, limits, route.predictor, front.tokenizer)
+            completion = await front.until_disconnect(request, engine.complete(route, work.prompt, work.tokens,
+                                                                              work.budget))
+            metrics.input_tokens.inc(work.tokens)
+            if front.family != "encoder":
+                metrics.output_tokens.inc(front.count(completion))
+            return JSONResponse(work.respond(completion))
+        return handle
 
     @app.post("/predict", response_model=schema.PredictResponse, responses=schema.ERROR_RESPONSES,
               openapi_extra=schema.request_body(schema.PredictRequest))
     async def predict(request: Request):
-        return await front.serve(request, "predict", predict_handler)
+        return await front.serve(request, "predict", handler("predict"))
 
     @app.post("/generate", response_model=schema.GenerateResponse, responses=schema.ERROR_RESPONSES,
               openapi_extra=schema.request_body(schema.GenerateRequest))
     async def generate(request: Request):
-        return await front.serve(request, "generate", generate_handler)
+        return await front.serve(request, "generate", handler("generate"))
 
     openai_api.add_routes(app, front)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from .. import models
 from ..config import load_yaml
-from .decoding import BASE_ADAPTER
 from ..errors import HubError
-from ..rundir import trained_labels
 from ..resolve import resolve
+from ..rundir import trained_labels
+from .decoding import BASE_ADAPTER
 from .predictor import Predictor
 
 PRIMARY_ADAPTER = "default"  # peft's name for the adapter PeftModel.from_pretrained loads

@@ -20,12 +20,11 @@ import math
 import time
 import uuid
 
-from . import decoding
 from ..errors import HubError
 from ..prompts import clean_generation
-
+from . import decoding
 from .batcher import QueueFull
-from .schema import ApiError
+from .engines import Unsupported
 
 ATTENTION = "paged|sdpa"  # transformers' paged KV cache with torch's scaled-dot-product attention
 
@@ -79,10 +78,10 @@ class ContinuousEngine:
 
     def _check(self, route, sampling: decoding.Sampling) -> None:
         if route.adapter not in (self.adapter, decoding.BASE_ADAPTER if self.adapter == decoding.BASE_ADAPTER else None):
-            raise ApiError(422, f"{self.mode_note}: model '{route.name}' is not served in this mode")
+            raise Unsupported(f"{self.mode_note}: model '{route.name}' is not served in this mode")
         if sampling.temperature > 0 or sampling.n > 1 or sampling.seed is not None:
-            raise ApiError(422, f"{self.mode_note}: temperature > 0, n > 1 and seed are not supported "
-                                "(use --mode batched)")
+            raise Unsupported(f"{self.mode_note}: temperature > 0, n > 1 and seed are not supported "
+                              "(use --mode batched)")
 
     async def _run(self, prompt_ids: list[int], row: decoding.Row) -> decoding.Choice:
         """Feed `row` every token the manager streams for `prompt_ids` until the row is done."""

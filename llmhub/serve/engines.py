@@ -19,14 +19,17 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from . import decoding
 from ..prompts import clean_generation
-
+from . import decoding
 from .batcher import MicroBatcher, QueueFull
 
 
 class Unavailable(Exception):
     """The generation backend cannot answer now (503)."""
+
+
+class Unsupported(Exception):
+    """This engine cannot do what the request asks, though the request itself is valid (422)."""
 
 
 class UpstreamError(Exception):

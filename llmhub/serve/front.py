@@ -14,10 +14,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..generate import count_tokens
-
 from . import schema
 from .batcher import QueueFull
-from .engines import Unavailable, UpstreamError
+from .engines import Unavailable, Unsupported, UpstreamError
 from .prometheus import ServerMetrics
 
 log = logging.getLogger("llmhub.server")
@@ -99,6 +98,8 @@ class Front:
             return JSONResponse({"error": "client closed the request"}, status_code=499)
         if isinstance(e, schema.ApiError):
             return error_response(e.status, e.message, e.kind, openai)
+        if isinstance(e, Unsupported):
+            return error_response(422, str(e), "validation", openai)
         if isinstance(e, QueueFull):
             return error_response(503, f"server overloaded: {e.queued} requests queued (limit {e.limit}); "
                                        "retry later", "overloaded", openai, {"Retry-After": str(e.retry_after)})

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from .. import data as data_mod
 from .. import generate, models, prompts
+from ..adapters import MERGED_CONFIG
 from ..config import RunConfig
 from ..errors import HubError
-from ..adapters import MERGED_CONFIG
 from ..experiment import load_trained
-from ..rundir import trained_labels
 from ..resolve import resolve
+from ..rundir import trained_labels
 
 
 

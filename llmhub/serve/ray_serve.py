@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from . import schema
+from . import endpoints, schema
 
 api = FastAPI(title="llmhub on Ray Serve", docs_url=None, redoc_url=None)
 
@@ -50,21 +50,11 @@ class RayPredictor:
         loop = asyncio.get_running_loop()  # the model runs in a thread; the replica keeps accepting
         return await loop.run_in_executor(None, self.p.complete, [i[0] for i in items], [i[1] for i in items])
 
-    def _count(self, text: str) -> int:
-        return len(self.front_tok(text, add_special_tokens=False)["input_ids"])
-
     async def _serve(self, request: Request, endpoint: str) -> JSONResponse:
         try:
             body = schema.parse_json(await request.body(), self.limits)
-            if endpoint == "predict":
-                text, budget = schema.parse_predict(body, self.limits, self.p.max_new_tokens)
-                schema.check_tokens(self._count(text), self.limits.max_input_tokens, "prompt")
-                completion = await self.batch((self.p.render([text], tokenizer=self.front_tok)[0], budget))
-                return JSONResponse(self.p.answer(completion))
-            prompt, budget = schema.parse_generate(body, self.limits, self.p.max_new_tokens)
-            schema.check_tokens(self._count(prompt), min(self.limits.max_input_tokens, self.p.max_source_length),
-                                "inputs")
-            return JSONResponse({"generated_text": await self.batch((prompt, budget))})
+            work = endpoints.ENDPOINTS[endpoint](body, self.limits, self.p, self.front_tok)
+            return JSONResponse(work.respond(await self.batch((work.prompt, work.budget))))
         except schema.ApiError as e:
             return JSONResponse(e.body(), status_code=e.status)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from . import stats
 from ..errors import HubError
+from . import stats
 from .records import Record
 
 SEED = 0  # the same files always give the same intervals and p-values

@@ -23,8 +23,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from . import compare
 from ..errors import HubError
+from . import compare
 from .records import Record, load_records
 from .select import (CLS_METRICS, GEN_METRICS, MODE_ORDER, REFERENCE, REFERENCE_LABEL, latest_finetunes, mean,
                      method_studies)

@@ -14,10 +14,10 @@ import time
 import traceback
 from pathlib import Path
 
-from . import grid
 from ..cluster import init_ray
 from ..config import RunConfig, apply_overrides
 from ..errors import HubError
+from . import grid
 from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
 
 

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 
 from ...errors import HubError
-
 from . import attacker, streaming
 from .targets import read_meta, read_targets
 

@@ -2,7 +2,7 @@
 
 A grid file (YAML):
 
-    model: flan-t5              # model folder whose recipe is the starting point (<folder>/recipe.yaml)
+    model: flan-t5              # model folder: its recipe (llmhub/config_hub/<folder>/recipe.yaml) is the start
     task: classification        # default task (a grid axis or base may set `task` too)
     action: train               # train | baseline (zero-/few-shot, llmhub/baseline.py)
     name: "r{lora_r}_d{lora_dropout}_e{epochs}"   # run folder name; {any config key} or {axis}
@@ -37,7 +37,6 @@ from ..config import SECTIONS, RunConfig, apply_overrides, flatten, leaf_fields,
 from ..errors import HubError
 from ..resolve import parse_sets, resolve
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # llmhub/study/grid.py -> the repository
 FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
 # method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups.
@@ -196,9 +195,18 @@ def _name(template: str | None, labels: dict, cfg: RunConfig, args: dict, index:
     return name
 
 
+def checkout_of(grid_path: str | Path) -> Path | None:
+    """The folder holding the model folders, for a grid shipped as <that>/<model folder>/grids/<grid>.yaml;
+    None for a grid file elsewhere. Found from the grid file, never from where the package is installed."""
+    path = Path(grid_path).resolve()
+    return path.parents[2] if path.parent.name == "grids" and len(path.parents) > 2 else None
+
+
 def default_output_root(grid_path: str | Path, spec: dict) -> Path:
-    """results/<model folder>/<grid file stem> in the repository, written relative to the cwd."""
-    target = REPO_ROOT / "results" / str(spec.get("model") or "custom") / Path(grid_path).stem
+    """results/<model folder>/<grid file stem> in the checkout the grid belongs to (else under the
+    cwd), written relative to the cwd."""
+    home = checkout_of(grid_path) or Path.cwd()
+    target = home / "results" / str(spec.get("model") or "custom") / Path(grid_path).stem
     try:
         return Path(os.path.relpath(target))
     except ValueError:  # another drive on Windows

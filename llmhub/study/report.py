@@ -327,7 +327,7 @@ def add_parser(sub) -> None:
     p.add_argument("results", help="folder searched recursively for results.json, e.g. results")
     p.add_argument("--readme", action="append", default=[],
                    help="README whose <!-- BEGIN/END results:NAME --> sections to rewrite (repeatable)")
-    p.add_argument("--assets", default=None, help="folder for the PNG plots (default: the repository's assets/)")
+    p.add_argument("--assets", default=None, help="folder for the PNG plots (default: assets/ beside the results folder)")
     p.add_argument("--reference", action="store_true",
                    help=f"add the original study's Table 1 numbers as labelled columns ({REFERENCE_LABEL})")
 
@@ -335,7 +335,8 @@ def add_parser(sub) -> None:
 def main(args) -> None:
     root = Path(args.results)
     records = load_records(root)
-    assets = Path(args.assets) if args.assets else Path(__file__).resolve().parents[2] / "assets"
+    # default: assets/ beside the results folder (the checkout's, for `report results` run in it)
+    assets = Path(args.assets) if args.assets else root.resolve().parent / "assets"
     command = shlex.join(["python", "-m", "llmhub", "report", _shown(root)] + ["--reference"] * args.reference)
     tables = build(records, args.reference)
     for name, table in tables.items():

@@ -18,7 +18,7 @@ from ..cluster import init_ray
 from ..config import RunConfig, apply_overrides
 from ..errors import HubError
 from . import grid
-from .grid import REPO_ROOT, Run, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
+from .grid import Run, checkout_of, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
 
 
 def _primary(record: dict | None) -> str:
@@ -171,10 +171,9 @@ def main(args) -> None:
     if not args.dry_run:
         from ..results import write_json
 
-        try:  # repository-relative, so committed sweep files hold no machine paths
-            grid_name = str(Path(args.grid).resolve().relative_to(REPO_ROOT))
-        except ValueError:
-            grid_name = Path(args.grid).name
+        # relative to the checkout, so committed sweep files hold no machine paths
+        home = checkout_of(args.grid)
+        grid_name = str(Path(args.grid).resolve().relative_to(home)) if home else Path(args.grid).name
         write_json(root / "sweep.json", {"grid": grid_name, "study": spec.get("study"), "spec": spec,
                                          "set": args.set, "grid_axes": args.axes,
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,

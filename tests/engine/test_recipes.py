@@ -14,7 +14,9 @@ GRIDS = sorted(ROOT.glob("*/grids/*.yaml"))
 
 
 def test_every_model_folder_has_a_recipe_and_nothing_else_does():
-    assert sorted(p.parent.name for p in ROOT.glob("*/recipe.yaml")) == sorted(recipes.FOLDERS)
+    """Recipes are package data (llmhub/config_hub/<folder>/recipe.yaml), one per model folder of the checkout."""
+    assert sorted(p.parent.name for p in ROOT.glob("*/grids")) == sorted(recipes.FOLDERS)
+    assert all(recipes.recipe_path(m).is_relative_to(Path(recipes.__file__).parent) for m in recipes.FOLDERS)
 
 
 @pytest.mark.parametrize("model", recipes.FOLDERS)
@@ -46,7 +48,7 @@ def test_every_shipped_grid_expands(grid, tmp_path):
 def test_bad_recipe_key_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "llama2").mkdir()
     (tmp_path / "llama2" / "recipe.yaml").write_text("base:\n  train: {lora_rank: 4}\n")
-    monkeypatch.setattr(recipes, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "HUB", tmp_path)
     recipes.load_recipe.cache_clear()
     try:
         with pytest.raises(HubError, match=r"recipe.yaml: base: unknown config key 'train.lora_rank'"):

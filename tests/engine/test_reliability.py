@@ -1,5 +1,5 @@
 """What a hostile user breaks: every case is a real CLI process on a tiny Llama, and each was a
-traceback, a lost result or a silently wrong run before it was fixed (see README "Bad input")."""
+traceback, a lost result or a silently wrong run before it was fixed (see docs/engine.md "Bad input")."""
 from __future__ import annotations
 
 import json

@@ -11,15 +11,15 @@ Each is a real process on 127.0.0.1 serving SmolLM2-135M (real weights, offline)
 resolves to here (bf16 on a CPU with native bf16, else fp32), with --threads compute threads. Every
 server gets the same requests: `POST /v1/completions` with the summarization template around a SAMSum
 test dialogue of about 100 tokens, greedy, up to 50 new tokens, streamed (so time to first token is
-measured the same way everywhere: inference/load_testing/streaming.py).
+measured the same way everywhere: llmhub/serve/loadtest/streaming.py).
 
 Per server: one request alone (S1), then --burst requests at once (their throughput C is the
-"N at once" figure, and the search's yardstick), then open-loop constant-rate runs (inference/
-load_testing/sweep.py) from --start x C, up by x--step while runs pass, then bisecting between the
+"N at once" figure, and the search's yardstick), then open-loop constant-rate runs (llmhub/serve/
+loadtest/rates.py) from --start x C, up by x--step while runs pass, then bisecting between the
 last pass and the first fail until they are within x--precision (at most --max_runs runs). A rate is
 *sustained* when >= 99 % of its requests succeed, the p90 latency is <= --p90_bound s (the same bound
 for every server) and the server kept up: it answered >= --min_kept_up of the offered rate while the
-requests arrived (`kept_up` in sweep.py). The last condition matters: in a 15-s run, a server that
+requests arrived (`kept_up` in rates.py). The last condition matters: in a 15-s run, a server that
 answers 0.66 of 1.04 requests/s builds a backlog too slowly to push its p90 over 10 s. Runs last 30 s:
 a micro-batching server answers in bursts (one batch every ~2-4 s here) and needs a few batches to
 grow them to the offered rate, so in 15-s runs its `kept_up` moved by +-0.1 from run to run.

@@ -6,7 +6,7 @@ Endpoints:
                  (the original contract; default: the first model served).
   POST /generate {"inputs": full prompt, "parameters": {"max_new_tokens": n}} -> {"generated_text"}
                  TGI's contract: `inputs` is used as is, so one load-test body fits both servers.
-  POST /v1/completions, /v1/chat/completions, GET /v1/models   OpenAI's API (inference/openai_api.py)
+  POST /v1/completions, /v1/chat/completions, GET /v1/models   OpenAI's API (openai_api.py)
   GET  /health   model, mode and queue state (also at /health-check, the original's path);
                  503 once the model worker has stopped, so an orchestrator restarts the process
   GET  /metrics  Prometheus text format

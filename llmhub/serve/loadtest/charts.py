@@ -12,7 +12,7 @@ from ...errors import HubError
 COLUMNS = ["label", "server", "offered_rps", "achieved_rps", "requests", "success", "throughput_rps",
            "p50_s", "p90_s", "p99_s", "max_s", "mean_input_tokens", "mean_output_tokens", "tokens_per_s",
            "dollars_per_hour", "cost_per_1k_tokens", "passed",
-           # streamed OpenAI requests only (inference/load_testing/streaming.py)
+           # streamed OpenAI requests only (llmhub/serve/loadtest/streaming.py)
            "ttft_p50_s", "ttft_p90_s", "itl_p50_s", "itl_p90_s", "output_tokens_per_s", "goodput_rps",
            "slo_ttft_s", "slo_itl_s"]
 

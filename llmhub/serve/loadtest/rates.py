@@ -141,7 +141,7 @@ def sweep(targets: str | Path, rates: list[float], duration: float, out_dir: str
     if not use_vegeta:
         why = "streamed targets (Vegeta cannot time the first token)" if vegeta_path() else "vegeta not found on PATH"
         print(f"{why}; using the built-in open-loop attacker "
-              "(inference/load_testing/attacker.py), same report fields", file=log, flush=True)
+              "(llmhub/serve/loadtest/attacker.py), same report fields", file=log, flush=True)
     rows = []
     for rate in check_rates(rates):
         if between:

@@ -73,10 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min_kept_up", type=float, default=0.0,
                    help="a run passes when the server answered >= this share of the offered rate while requests "
                         "arrived (the `kept_up` column; 0.9 rejects a growing backlog a short run's p90 hides)")
-    a.add_argument("--slo_ttft", type=float, default=float("inf"),
-                   help="openai: goodput counts requests with time to first token <= this, s")
-    a.add_argument("--slo_itl", type=float, default=float("inf"),
-                   help="openai: goodput counts requests with mean inter-token latency <= this, s")
+    for slo, latency in (("slo_ttft", "time to first token"), ("slo_itl", "mean inter-token latency")):
+        a.add_argument(f"--{slo}", type=float, default=float("inf"),
+                       help=f"openai: goodput counts requests with {latency} <= this, s")
     a.add_argument("--stop_after_fail", action="store_true", help="end the sweep at the first failing rate")
     s = sub.add_parser("summarize", help="CSV and plot of one or more sweep folders")
     s.add_argument("sweeps", nargs="+", help="sweep folders written by `attack`")

@@ -16,7 +16,7 @@ Where the time goes: forward hooks time every call of the model in the batched a
 than one new token per row is a prefill, one token per row a decode step. A decode step's bound is
 weight bytes / bandwidth (+ the KV cache it reads, reported beside); the prefill is compute-bound
 (2 x non-embedding parameters FLOPs per padded prompt token, attention left out).
-  vllm         vLLM's offline engine (llmhub/vllm_engine.py, --eval_engine vllm) on the same --examples
+  vllm         vLLM's offline engine (llmhub/vllm_eval.py, --eval_engine vllm) on the same --examples
                prompts, tokenised the same way, in the batched arm's dtype; runs when vLLM's
                virtualenv exists (make -C inference/vllm venv) unless --no_vllm. Its examples/s
                count generation only, and again with the child's start-up (imports, loading).
@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from llmhub import metrics, models, prompts, vllm_engine
+from llmhub import metrics, models, prompts, vllm_eval
 from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
 from llmhub.generate import decode_new, generate, prompt_ids
@@ -95,7 +95,7 @@ def vllm_arm(tok, texts: list[str], path: str, dtype: torch.dtype, max_new_token
     """The vLLM engine on the prompts: predictions and timings."""
     ids = prompt_ids(tok, texts, 2048)
     start = time.perf_counter()
-    answer = vllm_engine.generate_ids(path, ids, max_new_tokens, vllm_engine.DTYPES[str(dtype)], progress=False)
+    answer = vllm_eval.generate_ids(path, ids, max_new_tokens, vllm_eval.DTYPES[str(dtype)], progress=False)
     wall = time.perf_counter() - start
     outputs = decode_new(tok, answer["tokens"])
     new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) + 1 for o in outputs)
@@ -182,7 +182,7 @@ def main() -> None:
     refs = [r["target"] for r in rows]
     report["batched"]["rouge"] = metrics.rouge_metrics(refs, outputs)
     report["speedup_vs_seed"] = report["speedup"]
-    if not args.no_vllm and vllm_engine.python().is_file():
+    if not args.no_vllm and vllm_eval.python().is_file():
         vllm_outputs, report["vllm"] = vllm_arm(tok, texts, path, dtype, args.max_new_tokens)
         v = report["vllm"]
         v["rouge"] = metrics.rouge_metrics(refs, vllm_outputs)

@@ -11,15 +11,15 @@ Each is a real process on 127.0.0.1 serving SmolLM2-135M (real weights, offline)
 resolves to here (bf16 on a CPU with native bf16, else fp32), with --threads compute threads. Every
 server gets the same requests: `POST /v1/completions` with the summarization template around a SAMSum
 test dialogue of about 100 tokens, greedy, up to 50 new tokens, streamed (so time to first token is
-measured the same way everywhere: inference/load_testing/streaming.py).
+measured the same way everywhere: llmhub/serve/loadtest/streaming.py).
 
 Per server: one request alone (S1), then --burst requests at once (their throughput C is the
-"N at once" figure, and the search's yardstick), then open-loop constant-rate runs (inference/
-load_testing/sweep.py) from --start x C, up by x--step while runs pass, then bisecting between the
+"N at once" figure, and the search's yardstick), then open-loop constant-rate runs (llmhub/serve/
+loadtest/rates.py) from --start x C, up by x--step while runs pass, then bisecting between the
 last pass and the first fail until they are within x--precision (at most --max_runs runs). A rate is
 *sustained* when >= 99 % of its requests succeed, the p90 latency is <= --p90_bound s (the same bound
 for every server) and the server kept up: it answered >= --min_kept_up of the offered rate while the
-requests arrived (`kept_up` in sweep.py). The last condition matters: in a 15-s run, a server that
+requests arrived (`kept_up` in rates.py). The last condition matters: in a 15-s run, a server that
 answers 0.66 of 1.04 requests/s builds a backlog too slowly to push its p90 over 10 s. Runs last 30 s:
 a micro-batching server answers in bursts (one batch every ~2-4 s here) and needs a few batches to
 grow them to the offered rate, so in 15-s runs its `kept_up` moved by +-0.1 from run to run.
@@ -48,8 +48,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from llmhub.cli import run
-from llmhub.errors import HubError
+from llmhub.errors import HubError, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = {"naive": "ours, --mode naive", "batched": "ours, --mode batched (micro-batches)",
@@ -59,7 +58,7 @@ OURS, LOCAL = ("naive", "batched", "continuous", "ours-vllm"), ("batched", "cont
 
 
 def parse_args(argv=None):
-    from inference.vllm.launch import VENV_PYTHON
+    from llmhub.serve.vllm_server import VENV_PYTHON
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="data", help="data folder holding samsum/test.jsonl")
@@ -131,8 +130,8 @@ def vllm_busy(url: str) -> int:
 def vllm_url(args, dtype: str, logs: Path, env: dict, keep: ExitStack, upstream: dict) -> str:
     """vLLM's URL: started once, for both vLLM servers, and kept running in `keep`; a failure to
     start is remembered in `upstream` and raised again for the second."""
-    from inference.launch import ServerProcess
-    from inference.vllm.launch import __file__ as launch
+    from llmhub.serve.process import ServerProcess
+    from llmhub.serve.vllm_server import __file__ as launch
 
     if not upstream:
         try:
@@ -155,7 +154,7 @@ def vllm_url(args, dtype: str, logs: Path, env: dict, keep: ExitStack, upstream:
 @contextmanager
 def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack, upstream: dict):
     """Start server `name` (and vLLM, kept in `keep` for both vLLM servers); yields (URL, drain)."""
-    from inference.launch import ServerProcess
+    from llmhub.serve.process import ServerProcess
 
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     ours = ["--model", args.model, "--task", "summarization", "--max_new_tokens", str(args.max_new_tokens),
@@ -187,7 +186,7 @@ def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack
 
 def calibrate(loaded: list[dict], burst: int) -> dict:
     """A warm-up request, one request alone (S1), then `burst` at once: their throughput."""
-    from inference.load_testing import attacker
+    from llmhub.serve.loadtest import attacker
 
     def send(n):
         res = attacker.run_attack(loaded, 1000.0, n / 1000.0, timeout=600)  # n requests within n ms
@@ -254,7 +253,7 @@ def main() -> None:
     def go():
         import httpx
 
-        from inference.load_testing import plots, sweep, targets
+        from llmhub.serve.loadtest import charts, rates, targets
         from llmhub import models
         from llmhub.results import provenance, write_json
 
@@ -299,7 +298,7 @@ def main() -> None:
                         say(f"{name}: S1 {entry['s1_seconds']:.2f} s, {args.burst} at once "
                             f"{entry['burst_throughput_rps']:.2f} rps; searching from "
                             f"{args.start * entry['burst_throughput_rps']:.3f} rps")
-                        found = sweep.find_sustained(lambda rate: sweep.sweep(
+                        found = rates.find_sustained(lambda rate: rates.sweep(
                             tfile, [rate], max(args.duration, args.requests / rate), logs / name, "openai", name, tok,
                             args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
                             min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
@@ -311,7 +310,7 @@ def main() -> None:
                 finally:
                     entry["seconds"] = round(time.monotonic() - started, 1)
                 rows += found
-                best = entry["sustained"] = plots.sustained(found, name)
+                best = entry["sustained"] = charts.sustained(found, name)
                 entry["rates"] = [r["offered_rps"] for r in found]
                 # a lower bound when no rate above the sustained one failed
                 entry["bracketed"] = any(not r["passed"] and (not best or r["offered_rps"] > best["offered_rps"])
@@ -330,9 +329,9 @@ def main() -> None:
         record.update({k: v for k, (v, _) in figures.items()})
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)
-        plots.write_csv(rows, out / "bench_serving.csv")
+        charts.write_csv(rows, out / "bench_serving.csv")
         if rows:
-            plots.plot(rows, args.plot, f"{args.model} ({dtype}), SAMSum ~{args.input_tokens}-token dialogues, "
+            charts.plot(rows, args.plot, f"{args.model} ({dtype}), SAMSum ~{args.input_tokens}-token dialogues, "
                        f"{args.max_new_tokens} new tokens, streamed; {os.cpu_count()}-core CPU, {args.threads} "
                        "thread(s) per server", args.p90_bound)
 

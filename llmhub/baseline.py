@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 from . import data as data_mod
-from . import models, prompts, vllm_engine
+from . import models, prompts, vllm_eval
 from .config import RunConfig
 from .errors import HubError
 from .generate import count_tokens, fit_input
-from .results import SCHEMA_VERSION, inputs_provenance, provenance, write_json, write_jsonl
+from .results import build_record, write_json, write_jsonl
 
 MODES = tuple(m for m in prompts.MODES if m != "finetune")  # ("zero-shot", "few-shot")
 MIN_EXAMPLE_TOKENS = 8  # an example input shorter than this shows the model next to nothing
@@ -108,12 +108,12 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
                        "zero-/few-shot baselines need a causal or seq2seq model")
     vllm = cfg.eval.eval_engine == "vllm"
     if vllm:  # the base model, 4-bit when the run asks for it
-        vllm_engine.check(s.family, "qlora" if cfg.method.method == "qlora" else None)
+        vllm_eval.check(s.family, "qlora" if cfg.method.method == "qlora" else None)
     out = Path(cfg.output_dir)
     plan = check_output_dir(out, overwrite, resume=True)
 
     tok = models.load_tokenizer(s.path, s.family)
-    fmt = prompts.for_run(cfg.data, tok, mode)  # auto: the model's chat template where it has one
+    fmt = s.prompt_format(tok)  # auto: the model's chat template where it has one
     max_new = cfg.eval.max_new_tokens or spec.max_new_tokens
     context = context_length(s.model_config, tok, cfg.data.max_source_length)
     budget = context - (max_new if s.family == "causal" else 0)
@@ -129,9 +129,8 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     texts, lengths, over = build_prompts(tok, s.style, s.kind, s.labels, [r["input"] for r in rows],
                                          mode, examples, budget, fmt)
 
-    dtype = models.resolve_dtype(cfg.model.torch_dtype)
     if not vllm:
-        model = models.load_base_model(s.path, s.family, dtype, quantize_4bit=cfg.method.method == "qlora")
+        model = models.load_base_model(s.path, s.family, s.dtype, quantize_4bit=cfg.method.method == "qlora")
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tok.pad_token_id
     if plan == "replace":  # the old run goes only once the new one is ready to start
@@ -141,7 +140,7 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     (out / "prompt_example.txt").write_text(texts[0])  # what the model saw, for a human to check
     start = time.perf_counter()
     if vllm:
-        outputs = vllm_engine.generate(tok, texts, s.path, max_new, dtype, budget)
+        outputs = vllm_eval.generate(tok, texts, s.path, max_new, s.dtype, budget)
     else:
         outputs = generate(model, tok, texts, s.family, max_new, cfg.eval.eval_batch_size, max_source_length=budget)
     seconds = time.perf_counter() - start
@@ -149,20 +148,15 @@ def run_baseline(cfg: RunConfig, mode: str, overwrite: bool = False) -> dict:
     for p, n, o in zip(preds, lengths, over):
         p.update(prompt_tokens=n, over_context=o)
     write_jsonl(out / "predictions.jsonl", preds)
-    read = inputs_provenance(data_mod.data_provenance(cfg.data, s.splits), s.path)
-    record = {
-        "schema_version": SCHEMA_VERSION, "metrics": result, "config": cfg.to_dict(), "mode": mode, "train": None,
-        "prompts": {"format": "chat" if fmt.chat else "plain", "context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
+    record = build_record(
+        cfg, s.splits, s.path, mode, result, seconds, len(rows), train=None,
+        prompts={"format": "chat" if fmt.chat else "plain", "context_length": context, "prompt_budget": budget, "max_new_tokens": max_new,
                     "base_4bit": cfg.method.method == "qlora",
                     "over_context": sum(over), "over_context_ids": [r["id"] for r, o in zip(rows, over) if o],
                     "max_prompt_tokens": max(lengths), "mean_prompt_tokens": sum(lengths) / len(lengths),
                     "examples": [{"id": ex["id"], "target": ex["target"], "input_tokens":
                                   count_tokens(tok, ex["input"], special_tokens=False)}
-                                 for ex in examples or []]},
-        "eval": {"seconds": seconds, "examples": len(rows),
-                 "examples_per_second": len(rows) / seconds if seconds else None},
-        "provenance": {**provenance(cfg.train.seed, cfg.model.torch_dtype), **read},
-    }
+                                 for ex in examples or []]})
     write_json(out / "results.json", record)
     return record
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from . import config as config_mod
-from .errors import HubError
+from .errors import run
 
 
 def _print_summary(record: dict) -> None:
@@ -123,24 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_samples", type=int, default=100)
     p.add_argument("--epochs", type=float, default=1.0)
     sub.add_parser("models", help="list the registry's short model names, their size and whether each is installed")
-    from . import report, sweep
+    from .study import report, sweep
 
     sweep.add_parser(sub)
     report.add_parser(sub)
     return parser
-
-
-def run(fn) -> None:
-    """Run a command; bad input becomes one line on stderr and exit status 2."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        fn()
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        sys.exit(130)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
             print(list_models())
         elif args.command in ("sweep", "report"):
-            from . import report, sweep
+            from .study import report, sweep
 
             {"sweep": sweep, "report": report}[args.command].main(args)
 

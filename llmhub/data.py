@@ -147,7 +147,7 @@ def _from_dataset(data_cfg) -> bool:
 
 def data_provenance(data_cfg, splits) -> dict:
     """results.json's record of the data read: each file's sha256, or the --dataset's fingerprints."""
-    from .results import sha256_file
+    from .io import sha256_file
 
     if _from_dataset(data_cfg):
         from . import hubdata
@@ -329,7 +329,7 @@ def prepare_data(data_dir: str | Path) -> None:
     from datasets import load_dataset
 
     root = Path(data_dir)
-    from .results import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     def dump(rows, path: Path, gz: bool = False):
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import data as data_mod
-from . import generate, methods, metrics, models, prompts, vllm_engine
+from . import generate, methods, metrics, models, prompts, vllm_eval
 from .config import RunConfig, validate
 from .errors import HubError
-from .results import (SCHEMA_VERSION, atomic_dir, cost_usd, finished_record, inputs_provenance, provenance,
-                      set_aside_corrupt, write_json, write_jsonl)
-from .rundir import check_output_dir, check_resume_config, differences, disk_errors, replace_run
+from .results import (atomic_dir, build_record, cost_usd, finished_record, set_aside_corrupt, write_json,
+                      write_jsonl)
+from .rundir import (LABELS_FILE, check_output_dir, check_resume_config, differences, disk_errors, replace_run,
+                     trained_labels)
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
-LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype",
              "eval_engine")
@@ -44,6 +44,12 @@ class Setup:
     kind: str
     splits: dict
     labels: list[str]
+    dtype: object = None  # torch dtype of the weights: cfg.model.torch_dtype resolved on this machine, once
+    prompt_mode: str = "finetune"  # finetune (training and evaluation) | zero-shot | few-shot
+
+    def prompt_format(self, tokenizer) -> prompts.PromptFormat:
+        """The run's template and chat setting for this tokenizer (`auto`: chat only for baselines)."""
+        return prompts.for_run(self.cfg.data, tokenizer, self.prompt_mode)
 
 
 def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") -> Setup:
@@ -55,11 +61,11 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
     spec = data_mod.task_spec(cfg.data)
     model_config = models.load_config(cfg.model.pretrained_ckpt)
     family = models.family_of(model_config, cfg.model.family)
-    models.resolve_dtype(cfg.model.torch_dtype)
+    dtype = models.resolve_dtype(cfg.model.torch_dtype)
     if mode in ("finetune", "evaluate") and family != "encoder":
         _check_prompt_room(cfg, family, spec.kind)
     if mode in ("finetune", "evaluate") and cfg.eval.eval_engine == "vllm":
-        vllm_engine.check(family, cfg.method.method)
+        vllm_eval.check(family, cfg.method.method)
     if mode == "finetune" and "train" in splits:
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")
@@ -81,7 +87,8 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
             print(f"warning: {len(unseen)} test label(s) never occur in the train split ({', '.join(unseen[:5])}); "
                   "their examples cannot be predicted right", file=sys.stderr)
     return Setup(cfg, model_config, models.resolve_path(cfg.model.pretrained_ckpt), family,
-                 models.PROMPT_STYLE[family], spec.kind, rows, labels)
+                 models.PROMPT_STYLE[family], spec.kind, rows, labels, dtype,
+                 "finetune" if mode in ("finetune", "evaluate") else mode)
 
 
 def _check_prompt_room(cfg: RunConfig, family: str, kind: str, min_input: int = 8) -> None:
@@ -107,7 +114,7 @@ def load_for_training(s: Setup):
     cfg = s.cfg
     set_seed(cfg.train.seed)  # before the base model's new heads and the adapter are initialised
     tok = models.load_tokenizer(s.path, s.family)
-    model = models.load_base_model(s.path, s.family, models.resolve_dtype(cfg.model.torch_dtype),
+    model = models.load_base_model(s.path, s.family, s.dtype,
                                    quantize_4bit=cfg.method.method == "qlora",
                                    num_labels=len(s.labels) or None, label_names=s.labels)
     if model.config.pad_token_id is None:
@@ -142,12 +149,6 @@ def load_for_eval(exp_dir: Path, cfg: RunConfig, family: str):
     return load_trained(exp_dir, cfg, family)
 
 
-def trained_labels(model_dir: Path) -> list[str]:
-    """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
-    labels = Path(model_dir) / LABELS_FILE
-    return json.loads(labels.read_text()) if labels.is_file() else []
-
-
 def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: bool = True) -> list[str]:
     """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
     cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the experiment
@@ -158,12 +159,10 @@ def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: boo
     if s.family == "encoder":
         return generate.classify(model, tok, texts, cfg.eval.eval_batch_size, cfg.data.max_source_length,
                                  progress)
-    prompt_texts = generate.build_prompts(tok, s.style, s.kind, texts, cfg.data.max_source_length,
-                                          prompts.for_run(cfg.data, tok))
+    prompt_texts = generate.run_prompts(tok, s.family, s.kind, cfg.data, texts, s.prompt_format(tok))
     max_new = cfg.eval.max_new_tokens or data_mod.task_spec(cfg.data).max_new_tokens
     if cfg.eval.eval_engine == "vllm":
-        dtype = models.resolve_dtype(cfg.model.torch_dtype)
-        return vllm_engine.generate_trained(tok, prompt_texts, trained, max_new, dtype, cfg.data.max_source_length,
+        return vllm_eval.generate_trained(tok, prompt_texts, trained, max_new, s.dtype, cfg.data.max_source_length,
                                             progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
                              max_source_length=cfg.data.max_source_length, progress=progress)
@@ -192,11 +191,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, trained: Pat
     seconds = time.perf_counter() - start
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
-    read = inputs_provenance(data_mod.data_provenance(s.cfg.data, s.splits), s.path)
-    record = {"schema_version": SCHEMA_VERSION, "metrics": result, "config": s.cfg.to_dict(), "mode": "finetune",
-              **extra, "eval": {"seconds": seconds, "examples": len(rows),
-                                "examples_per_second": len(rows) / seconds if seconds else None},
-              "provenance": {**provenance(s.cfg.train.seed, s.cfg.model.torch_dtype), **read}}
+    record = build_record(s.cfg, s.splits, s.path, "finetune", result, seconds, len(rows), **extra)
     write_json(exp_dir / "results.json", record)
     return record
 
@@ -258,8 +253,7 @@ def _train(s: Setup, overwrite: bool, resume: bool, test: bool = True) -> dict:
                  cost_per_hour_usd=cfg.train.cost_per_hour,
                  cost_usd=cost_usd(stats["seconds"], cfg.train.cost_per_hour))
     if not test:  # a screening run: its validation loss is the result
-        record = {"schema_version": SCHEMA_VERSION, "metrics": {}, "config": cfg.to_dict(), "mode": "screen",
-                  **_with_validation(stats), "provenance": provenance(cfg.train.seed, cfg.model.torch_dtype)}
+        record = build_record(cfg, s.splits, s.path, "screen", {}, 0.0, 0, **_with_validation(stats))
         write_json(out / "results.json", record)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         return record

@@ -40,6 +40,19 @@ def build_prompts(tokenizer, style: str, kind: str, texts: list[str], max_source
     return [fmt.render(style, kind, fit_input(tokenizer, t, budget), tokenizer=tokenizer) for t in texts]
 
 
+def run_prompts(tokenizer, family: str, kind: str, data_cfg, texts: list[str],
+                fmt: prompts.PromptFormat | None = None) -> list[str]:
+    """A run's fine-tuning prompts for raw inputs, as evaluation and the merge check build them: the
+    run's template and chat setting (`fmt`, default `prompts.for_run` of its data config), its family's
+    prompt style, each input shortened to fit max_source_length. Encoders see the raw text."""
+    if family == "encoder":
+        return list(texts)
+    from .models import PROMPT_STYLE
+
+    return build_prompts(tokenizer, PROMPT_STYLE[family], kind, list(texts), data_cfg.max_source_length,
+                         fmt or prompts.for_run(data_cfg, tokenizer))
+
+
 def padding_side(family: str) -> str:
     """Causal models continue the prompt, so their batches are padded on the left: every row's new
     tokens then start at the same position. Encoders and seq2seq encoders pad on the right."""

@@ -161,7 +161,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     go into a fresh model of the same class, built from the config without quantization_config."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .results import atomic_dir
+    from .io import atomic_dir
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

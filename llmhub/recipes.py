@@ -1,4 +1,7 @@
-"""Per-model-folder recipes: `<folder>/recipe.yaml` beside `<folder>/grids/`, loaded and checked here.
+"""Per-model-folder recipes: `llmhub/config_hub/<folder>/recipe.yaml`, loaded and checked here.
+
+The recipes are package data, so an installed llmhub finds them from any working directory; the
+model folders of a checkout (`<folder>/*.py`, `<folder>/grids/`) start from the recipe of their name.
 
 A recipe file holds plain config overrides (nested by section, the same keys as a run's config.yaml):
 
@@ -20,15 +23,15 @@ from pathlib import Path
 from .config import flatten, load_yaml
 from .errors import HubError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("flan-t5", "llama2", "falcon", "redpajama", "bert")  # the model folders, in README order
+HUB = Path(__file__).resolve().parent / "config_hub"  # installed with the package (pyproject package-data)
+FOLDERS = tuple(sorted(p.parent.name for p in HUB.glob("*/recipe.yaml")))  # the model folders with a recipe
 FILE_KEYS = ("task", "base", "tasks", "baseline")
 # Tasks without a row of their own use the row of the task of the same kind.
 TASK_ALIASES = {"dialogsum": "summarization", "custom": "summarization"}
 
 
 def recipe_path(model: str) -> Path:
-    return REPO_ROOT / model / "recipe.yaml"
+    return HUB / model / "recipe.yaml"
 
 
 def merge(base: dict, over: dict) -> dict:

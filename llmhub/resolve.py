@@ -1,7 +1,7 @@
 """The one order in which a run's config is resolved; every entry point calls `resolve`.
 
     config defaults (llmhub/config.py)
- -> the model folder's recipe (<folder>/recipe.yaml) for the run's *final* task
+ -> the model folder's recipe (llmhub/config_hub/<folder>/recipe.yaml) for the run's *final* task
  -> a config file (--config, or an experiment's config.yaml)
  -> flags (--lora_r 16; a grid's base, then its cell)
  -> --set KEY=VALUE

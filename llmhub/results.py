@@ -1,4 +1,4 @@
-"""Experiment directories: atomic writes, provenance, cost, and the results schema.
+"""Experiment directories: provenance, cost, and the results schema (files are written by io.py).
 
 results.json = {"metrics", "config", "train", "eval", "provenance", ...}; predictions.jsonl has one
 {"id", "reference", "prediction"} row per test example.
@@ -8,75 +8,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from .io import atomic_dir, atomic_write_bytes, atomic_write_text, sha256_file, write_json, write_jsonl  # noqa: F401 (callers before io.py)
+
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets",
             "rouge_score", "scikit-learn")
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where /proc allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file.
-    The file gets the mode a plain open() would give it (0666 minus the umask), not mkstemp's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@contextmanager
-def atomic_dir(path: str | Path):
-    """Yield `<path>.tmp` to fill; on success it replaces `path` by one rename, so a folder that exists
-    is complete. On an error the temporary folder is removed and `path` is left as it was."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-
-
-def write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _git(*args: str) -> str | None:
@@ -122,24 +62,6 @@ def provenance(seed: int, torch_dtype: str = "auto") -> dict:
 # 2: provenance names the data files and model weights it read, by sha256 (1: git, packages, hardware).
 SCHEMA_VERSION = 2
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-_SHA_CACHE: dict = {}  # (path, size, mtime_ns) -> sha256: a sweep hashes the same base model once
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks (a 517 MB checkpoint takes about a second)."""
-    import hashlib
-
-    st = Path(path).stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(2**20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
-
-
 def shareable_path(path: Path) -> str:
     """A path fit for committed results: from site-packages/ for a model installed as a package,
     relative to the working directory inside it, else with the user's home as ~."""
@@ -167,6 +89,21 @@ def inputs_provenance(data: dict, model_path: str) -> dict:
     """What a run read, checkable later: the data (data.data_provenance: each file's sha256, or a
     dataset's fingerprints) and the model's weights or revision."""
     return {**data, "model": model_provenance(model_path)}
+
+
+def build_record(cfg, splits: dict, model_path: str, mode: str, metrics: dict, seconds: float, examples: int,
+                 **sections) -> dict:
+    """The one results.json record of an evaluated run, fine-tuned (mode "finetune") or a baseline
+    ("zero-shot" / "few-shot"): metrics, resolved config, the run's own `sections` (train and
+    validation; or train None and prompts), evaluation speed, and provenance with the hashes of the
+    data files and model weights read."""
+    from .data import data_provenance
+
+    read = inputs_provenance(data_provenance(cfg.data, splits), model_path)
+    return {"schema_version": SCHEMA_VERSION, "metrics": metrics, "config": cfg.to_dict(), "mode": mode, **sections,
+            "eval": {"seconds": seconds, "examples": examples,
+                     "examples_per_second": examples / seconds if seconds else None},
+            "provenance": {**provenance(cfg.train.seed, cfg.model.torch_dtype), **read}}
 
 
 def cost_usd(seconds: float, dollars_per_hour: float) -> float:

@@ -5,6 +5,7 @@
   write. A folder holding anything else is refused, and so is an output_dir that is a file.
 - A finished run (a results.json that parses and holds metrics) is immutable unless --overwrite; a
   results.json that does not parse is set aside as results.json.corrupt and the run is redone.
+- A trained classifier's model/ (and a merged folder) names its labels in labels.json.
 - A run is resumed only with the config it was started with (config.yaml is never rewritten on a
   resume); the refusal names the keys that differ.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 from .errors import HubError
 from .results import finished_record, set_aside_corrupt
 
+LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
 MARKERS = ("config.yaml", "results.json", "checkpoints", "error.json")
 # Everything an experiment (training, evaluation, a baseline, a sweep) writes into its folder.
 ENTRIES = {*MARKERS, "results.json.corrupt", "predictions.jsonl", "model", "model.tmp", "eval",
@@ -120,3 +123,9 @@ def _free_bytes(out: Path) -> int | None:
             st = os.statvfs(folder)
             return st.f_bavail * st.f_frsize
     return None
+
+
+def trained_labels(model_dir: Path) -> list[str]:
+    """The label names a classifier was trained on (an encoder head's id -> label map), or []."""
+    labels = Path(model_dir) / LABELS_FILE
+    return json.loads(labels.read_text()) if labels.is_file() else []

@@ -1,5 +1,5 @@
 """Greedy completions of token-id prompts with vLLM's offline engine; run by vLLM's own python,
-never imported by llmhub (llmhub/vllm_engine.py writes the request and reads the answer).
+never imported by llmhub (llmhub/vllm_eval.py writes the request and reads the answer).
 
   python vllm_worker.py REQUEST.json OUTPUT.json
 
@@ -22,7 +22,7 @@ def main() -> None:
     with open(request_file) as f:
         req = json.load(f)
     # eager and in one process: on a small CPU, compiling and spawning cost more start-up time than
-    # they save on one evaluation (llmhub/vllm_engine.py has the figures)
+    # they save on one evaluation (llmhub/vllm_eval.py has the figures)
     llm = LLM(model=req["model"], dtype=req["dtype"], max_model_len=req["max_model_len"], seed=0,
               enforce_eager=True, distributed_executor_backend="uni")
     ready = time.perf_counter()

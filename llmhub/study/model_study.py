@@ -1,0 +1,211 @@
+"""The "which model?" table and scaling plot: studies whose grid declared `study: {kind: models}`.
+
+One row per (model, setup), its seeds pooled:
+- ROUGE-1/2/L: the mean over seeds, `± spread` (the seeds' standard deviation) where there are several.
+- 95 % interval: bootstrap over test examples of each example's score averaged over the seeds
+  (llmhub/study/stats.py, seed 0), so it counts the test set's sampling error, not the seeds'.
+- p: paired bootstrap p-value of those per-example averages against the reference row's (the grid's
+  `reference` run's model and setup), on the examples both scored.
+- Learning rate: the value the search chose (llmhub/study/grid.py), with every screened value's validation
+  loss, read from the study's screen/ runs.
+- Training time, tokens/s, cost: means over seeds; peak memory: the largest.
+Beside it, the original study's SAMSum table (GPU, 7B-class models, the full train split), labelled.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import compare, stats
+from .records import METHOD_LABEL, Record
+from .select import duration, fmt, markdown
+
+KIND = "models"
+METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+# The original study's SAMSum results (ROUGE-1, ROUGE-2 in %): QLoRA (LoRA for Flan-T5-Large, full
+# fine-tuning for Flan-T5-Base) on the full SAMSum train split, on an AWS g5.2xlarge (one A10G 24 GB).
+REFERENCE_LABEL = "original study: full SAMSum train split, one A10G GPU (g5.2xlarge)"
+REFERENCE = [("Flan-T5-Base", "250M", "full fine-tuning", 47.23, 21.01),
+             ("Flan-T5-Large", "780M", "LoRA", 49.21, 23.39),
+             ("RedPajama-3B", "3B", "QLoRA", 47.75, 23.53),
+             ("RedPajama-7B", "7B", "QLoRA", 49.96, 25.94),
+             ("Falcon-7B", "7B", "QLoRA", 52.18, 27.84),
+             ("Llama-2-7B", "7B", "QLoRA", 51.71, 26.86),
+             ("Llama-2-13B", "13B", "QLoRA", 52.97, 28.32),
+             ("Llama-2-7B", "7B", "zero-shot", 30.06, 8.61),
+             ("Llama-2-7B", "7B", "few-shot", 35.57, 14.23)]
+SETUP_ORDER = ("zero-shot", "few-shot", *METHOD_LABEL.values())
+
+
+class Row:
+    """The runs of one (model, setup) in a models study, seeds pooled."""
+
+    def __init__(self, runs: list[Record]):
+        self.runs = sorted(runs, key=lambda r: r.flat.get("seed") or 0)
+        first = self.runs[0]
+        self.model, self.setup, self.folder = first.model, first.setup, first.path.parent.parent
+        self.seeds = [r.flat.get("seed") for r in self.runs] if first.mode == "finetune" else []
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(r.metrics[metric] for r in self.runs)
+
+    def spread(self, metric: str) -> float | None:
+        values = [r.metrics[metric] for r in self.runs]
+        return statistics.stdev(values) if len(values) > 1 else None
+
+    def example_scores(self, metric: str) -> tuple[list[str], np.ndarray] | None:
+        """Example ids and each example's score averaged over the seeds (runs on the same examples)."""
+        found = [compare.scores(r) for r in self.runs]
+        if not all(found) or any(sorted(ids) != sorted(found[0][0]) for ids, _ in found):
+            return None
+        order = found[0][0]
+        stacked = [s[metric][[{i: k for k, i in enumerate(ids)}[x] for x in order]] for ids, s in found]
+        return order, np.mean(stacked, axis=0)
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        found = self.example_scores(metric)
+        return stats.bootstrap_interval(found[1], seed=compare.SEED) if found else None
+
+    def train(self, key: str, reduce=statistics.fmean):
+        values = [r.train.get(key) for r in self.runs if isinstance(r.train.get(key), (int, float))]
+        return reduce(values) if values else None
+
+    @property
+    def total_params(self) -> int | None:
+        return self.train("total_params", max)
+
+
+def p_value(row: Row, ref: Row, metric: str) -> str:
+    if row is ref:
+        return "ref"
+    a, b = row.example_scores(metric), ref.example_scores(metric)
+    if not a or not b or sorted(a[0]) != sorted(b[0]):
+        return "-"
+    position = {i: k for k, i in enumerate(a[0])}
+    p = stats.paired_bootstrap_p(a[1][[position[i] for i in b[0]]], b[1], seed=compare.SEED)
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def studies(records: list[Record]) -> dict[Path, list[Row]]:
+    """The rows of every models study, by sweep folder: models in order of size, then setups."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.study.get("kind") == KIND:
+            groups[r.path.parent.parent][(r.model, r.setup)].append(r)
+    out = {}
+    for folder, by_setup in sorted(groups.items()):
+        rows = [Row(runs) for runs in by_setup.values()]
+        size = {row.model: row.total_params for row in rows if row.total_params}
+        out[folder] = sorted(rows, key=lambda row: (size.get(row.model, 0), row.model, SETUP_ORDER.index(row.setup)
+                                                    if row.setup in SETUP_ORDER else len(SETUP_ORDER)))
+    return out
+
+
+def reference_row(rows: list[Row]) -> Row | None:
+    named = next((r.study.get("reference") for row in rows for r in row.runs if r.study.get("reference")), None)
+    return next((row for row in rows if any(r.path.parent.name == named for r in row.runs)), rows[0] if rows else None)
+
+
+def screened(folder: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(model, method) -> [(learning rate, validation loss)] of the study's screening runs."""
+    out = defaultdict(list)
+    for path in sorted((folder / "screen").glob("*/results.json")):
+        data = json.loads(path.read_text())
+        loss = (data.get("validation") or {}).get("loss")
+        cfg = data["config"]
+        if isinstance(loss, (int, float)):
+            out[(Path(cfg["model"]["pretrained_ckpt"]).name, cfg["method"]["method"])].append(
+                (cfg["train"]["learning_rate"], loss))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _learning_rate(row: Row, screens: dict) -> str:
+    if row.runs[0].mode != "finetune":
+        return "-"
+    chosen = row.runs[0].flat.get("learning_rate")
+    tried = screens.get((row.model, row.runs[0].flat.get("method")))
+    if not tried:
+        return f"{chosen:g}"
+    return f"**{chosen:g}** of " + ", ".join(f"{lr:g} ({loss:.3f})" for lr, loss in tried)
+
+
+def _count(n) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
+
+
+def table(records: list[Record]) -> str:
+    out = []
+    for folder, rows in studies(records).items():
+        ref = reference_row(rows)
+        screens = screened(folder)
+        body = []
+        for row in rows:
+            cells = []
+            for metric, _ in METRICS:
+                spread = row.spread(metric)
+                cells.append(f"{row.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else ""))
+            bounds = row.interval("rouge1")
+            cost = row.train("cost_usd")
+            body.append([row.model, _count(row.total_params), row.setup, len(row.seeds) or "-", cells[0],
+                         f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "-", *cells[1:],
+                         p_value(row, ref, "rouge1"), _count(row.train("trainable_params")),
+                         _learning_rate(row, screens), duration(row.train("seconds")),
+                         fmt(row.train("tokens_per_second"), 0), fmt(row.train("peak_memory_mb", max), 0),
+                         f"${cost:.4f}" if cost is not None else "-"])
+        headers = ["Model", "Params", "Setup", "Seeds", "ROUGE-1", "95 % interval", "ROUGE-2", "ROUGE-L",
+                   f"p vs {ref.model} {ref.setup} (ROUGE-1)", "Trainable", "Learning rate (screened: val. loss)",
+                   "Training time", "Tokens/s", "Peak memory (MB)", "Training cost"]
+        hardware = sorted({r.hardware for row in rows for r in row.runs})
+        precision = sorted({r.precision for row in rows for r in row.runs})
+        out.append(f"**{folder.name}** ({', '.join(hardware + precision)})\n\n" + markdown(headers, body) + (
+            f"\n\nROUGE: mean over seeds ± their standard deviation; 95 % interval: bootstrap over the "
+            f"{rows[0].runs[0].metrics.get('n', '?')} test dialogues of each dialogue's ROUGE-1 averaged over "
+            f"the seeds ({stats.RESAMPLES:,} resamples, seed {compare.SEED}); p: paired bootstrap on the same "
+            "averages. The learning rate in bold was chosen by validation loss after a 30-step screen. "
+            "Training time includes the validation evaluations; cost = training time x the configured "
+            "$/hour; tokens/s counts real (unpadded) training tokens."))
+    if out:
+        ref_rows = [[m, p, s, f"{r1:.2f}", f"{r2:.2f}"] for m, p, s, r1, r2 in REFERENCE]
+        out.append(f"For comparison, {REFERENCE_LABEL} (reference figures from the original study, not "
+                   "measured here):\n\n" + markdown(["Model", "Params", "Setup", "ROUGE-1", "ROUGE-2"], ref_rows))
+    return "\n\n".join(out)
+
+
+def plot_scaling(records: list[Record], assets: Path) -> dict[Path, Path]:
+    """Per models study: ROUGE-1 against parameters and against training cost, 95 % intervals drawn."""
+    from .plots import _file_name, _plot  # matplotlib only when drawing
+
+    out = {}
+    for folder, rows in studies(records).items():
+        size = {row.model: row.total_params for row in rows if row.total_params}
+
+        def draw(axes, rows=rows, size=size):
+            left, right = axes
+            for setup in dict.fromkeys(row.setup for row in rows):
+                mine = [row for row in rows if row.setup == setup and row.model in size]
+                if mine:
+                    _points(left, [size[row.model] for row in mine], mine, setup)
+                costed = [row for row in mine if row.train("cost_usd") is not None]
+                if costed:
+                    _points(right, [row.train("cost_usd") for row in costed], costed, setup)
+            left.set(xscale="log", xlabel="parameters", ylabel="ROUGE-1 (SAMSum test)")
+            right.set(xscale="log", xlabel="training cost (USD at the configured $/hour)")
+            left.legend(fontsize=8)
+
+        out[folder] = _plot(assets / f"scaling_{_file_name(folder)}.png", draw, columns=2)
+    return out
+
+
+def _points(ax, xs: list[float], rows: list[Row], label: str) -> None:
+    ys = [row.mean("rouge1") for row in rows]
+    bounds = [row.interval("rouge1") or (y, y) for row, y in zip(rows, ys)]
+    err = [[max(0.0, y - lo) for y, (lo, _) in zip(ys, bounds)], [max(0.0, hi - y) for y, (_, hi) in zip(ys, bounds)]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+    for x, y, row in zip(xs, ys, rows):
+        ax.annotate(row.model, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")

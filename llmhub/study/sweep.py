@@ -1,0 +1,266 @@
+"""Sweeps: run every run of a grid file (format and validation: llmhub/study/grid.py), here or on Ray.
+
+`python -m llmhub sweep flan-t5/grids/lora_ablation.yaml` resolves and validates every run first, then runs
+the unfinished ones. A run whose `results.json` exists is skipped, so rerunning a killed sweep
+resumes it (an interrupted training run continues from its last checkpoint); a failing run writes
+`error.json` into its folder and the others go on; the sweep exits non-zero at the end if any run
+failed. `--backend ray` submits one Ray task per run with the CPUs/GPUs each trial asks for.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import traceback
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..cluster import init_ray
+from ..config import SECTIONS, RunConfig, apply_overrides
+from ..errors import HubError
+from ..results import finished_record
+from . import grid
+from .grid import Run, checkout_of, describe, default_output_root, expand, load_grid, parse_axes, parse_sets
+
+
+def _primary(record: dict | None) -> str:
+    """The run's headline: validation loss (what selects) first where it has one, then its test metric."""
+    metrics = (record or {}).get("metrics") or {}
+    loss = ((record or {}).get("validation") or {}).get("loss")
+    shown = [f"validation loss {loss:.4f}"] if isinstance(loss, (int, float)) else []
+    shown += [f"test {key} {metrics[key]:.2f}" for key in ("accuracy", "rouge1")
+              if isinstance(metrics.get(key), (int, float))][:1]
+    return ", ".join(shown)
+
+
+def _baseline(cfg: RunConfig, args: dict) -> dict:
+    """Zero-/few-shot evaluation through the baseline module (the one implementation)."""
+    from .. import baseline
+
+    return baseline.run_baseline(cfg, mode=args.get("mode", "zero-shot"))
+
+
+def run_one(run: Run) -> dict:
+    """Execute one run in this process; a failure is written to <run dir>/error.json, never raised."""
+    start = time.perf_counter()
+    err_path = run.out_dir / "error.json"
+    try:
+        cfg = apply_overrides(RunConfig(), run.config)
+        if run.action == "train":
+            from ..experiment import train_experiment
+
+            record = train_experiment(cfg, resume=True)  # an interrupted run continues from its checkpoint
+        elif run.action == "screen":
+            from .experiment import screen_experiment
+
+            record = screen_experiment(cfg)
+        else:
+            record = _baseline(cfg, run.args)
+        err_path.unlink(missing_ok=True)
+        return {"name": run.name, "status": "done", "seconds": time.perf_counter() - start,
+                "metric": _primary(record)}
+    except Exception as e:  # noqa: BLE001 - one bad run must not stop the sweep
+        message = f"{type(e).__name__}: {e}".splitlines()[0]
+        record_error(run, message, traceback.format_exc())
+        return {"name": run.name, "status": "failed", "seconds": time.perf_counter() - start, "error": message}
+
+
+def record_error(run: Run, message: str, trace: str = "") -> None:
+    from ..results import write_json
+
+    write_json(run.out_dir / "error.json", {"name": run.name, "action": run.action, "args": run.args,
+                                            "error": message, "traceback": trace,
+                                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                            "config": run.config})
+
+
+def searched(run: Run) -> Run:
+    """The run with its search key set to the candidate of lowest validation loss in its screening
+    runs (the first listed on a tie); a screening run without a loss fails the run, naming it."""
+    if not run.screens:
+        return run
+    losses = []
+    for screen in run.screens:
+        loss = ((finished_record(screen.out_dir / "results.json") or {}).get("validation") or {}).get("loss")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
+        losses.append(loss)
+    best = run.screens[losses.index(min(losses))]
+    cfg = apply_overrides(RunConfig(), run.config)
+    value = getattr(getattr(cfg, _section(run.search_key)), run.search_key)
+    chosen = getattr(getattr(apply_overrides(RunConfig(), best.config), _section(run.search_key)), run.search_key)
+    if value == chosen:
+        return run
+    return replace(run, config=apply_overrides(cfg, {run.search_key: chosen}).to_dict(),
+                   overrides={**run.overrides, run.search_key: chosen})
+
+
+def _section(key: str) -> str:
+    return next(name for name, cls in SECTIONS.items() if key in {f.name for f in fields(cls)})
+
+
+def _unfinished_screens(runs: list[Run]) -> list[Run]:
+    seen = {}
+    for run in runs:
+        for screen in run.screens:
+            if screen.status() != "done":
+                seen.setdefault(screen.name, screen)
+    return list(seen.values())
+
+
+def _run_searched(run: Run) -> dict:
+    try:
+        run = searched(run)
+    except HubError as e:
+        record_error(run, str(e))
+        return {"name": run.name, "status": "failed", "error": str(e)}
+    return run_one(run)
+
+
+def _run_local(runs: list[Run], log) -> list[dict]:
+    """One run after another; a run's screening runs go just before it (so the first results come
+    early), skipped where an earlier run of its group already screened."""
+    out = []
+    for i, run in enumerate(runs, 1):
+        for screen in _unfinished_screens([run]):
+            print(f"[{i}/{len(runs)}] screen {screen.name}: {run.search_key}={screen.overrides[run.search_key]} "
+                  f"({screen.status()})", file=log, flush=True)
+            out.append(run_one(screen))
+            _log_result(out[-1], log)
+        print(f"[{i}/{len(runs)}] {run.name}: {run.action} ({run.status()})", file=log, flush=True)
+        out.append(_run_searched(run))
+        _log_result(out[-1], log)
+    return out
+
+
+def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,
+             ray_address: str | None, ray_init: dict | None) -> list[dict]:
+    """One Ray task per run; the cluster schedules them by their CPU/GPU requests."""
+    ray = init_ray(ray_address, ray_init)
+    if gpus_per_trial is None:  # one GPU per trial on a GPU cluster, none on CPU-only clusters
+        gpus_per_trial = 1 if ray.cluster_resources().get("GPU", 0) else 0
+    task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(run_one)
+    print(f"ray: {len(runs)} trials, {cpus_per_trial} CPU + {gpus_per_trial} GPU each; "
+          f"cluster {ray.cluster_resources()}", file=log, flush=True)
+    out = []
+    screens = _unfinished_screens(runs)  # stage 1: every screening run; stage 2: the runs themselves
+    if screens:
+        out += _ray_stage(ray, task, screens, log)
+    return out + _ray_stage(ray, ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(
+        _run_searched), runs, log)
+
+
+def _ray_stage(ray, task, runs: list[Run], log) -> list[dict]:
+    pending = {task.remote(run): run for run in runs}
+    out = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        run = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except Exception as e:  # noqa: BLE001 - the worker died (e.g. out of memory): record it here
+            message = f"{type(e).__name__}: {e}".splitlines()[0]
+            record_error(run, message)
+            result = {"name": run.name, "status": "failed", "error": message}
+        out.append(result)
+        _log_result(result, log)
+    return out
+
+
+def _log_result(result: dict, log) -> None:
+    if result["status"] == "done":
+        print(f"  {result['name']}: done in {result.get('seconds', 0):.0f} s {result.get('metric', '')}",
+              file=log, flush=True)
+    else:
+        print(f"  {result['name']}: FAILED {result['error']}", file=log, flush=True)
+
+
+def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gpus_per_trial: float | None = None,
+              cpus_per_trial: float = 1, ray_address: str | None = None, ray_init: dict | None = None,
+              log=None) -> list[dict]:
+    """Run every unfinished run; returns one result per run that ran (none for a dry run)."""
+    log = log or sys.stdout
+    todo = [r for r in runs if r.status() != "done"]
+    for run in runs:
+        for screen in run.screens if dry_run and run.status() != "done" else []:
+            print(f"{'screen (' + screen.status() + ')':26s} {screen.out_dir}  [{describe(screen.overrides)}]",
+                  file=log)
+        if dry_run or run.status() == "done":
+            state = run.status()
+            verb = {"done": "skip (results.json exists)", "failed": "retry (error.json)",
+                    "partial": "resume", "pending": "run"}[state]
+            args = "".join(f" {k}={v}" for k, v in run.args.items())
+            print(f"{verb:26s} {run.out_dir}  [{run.action}{args}] {describe(run.overrides)}", file=log)
+    print(f"{len(runs)} runs: {len(todo)} to run, {len(runs) - len(todo)} finished", file=log, flush=True)
+    if dry_run or not todo:
+        return []
+    if backend == "local":
+        return _run_local(todo, log)
+    if backend == "ray":
+        return _run_ray(todo, log, gpus_per_trial, cpus_per_trial, ray_address, ray_init)
+    raise HubError(f"unknown backend '{backend}'; allowed: local, ray")
+
+
+def select(runs: list[Run], names: list[str]) -> list[Run]:
+    """The runs named by --only (all of them when none are named); an unknown name is an error."""
+    unknown = sorted(set(names) - {r.name for r in runs})
+    if unknown:
+        raise HubError(f"--only: no run named {', '.join(unknown)}; runs: {', '.join(r.name for r in runs)}")
+    return [r for r in runs if r.name in names] if names else runs
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run a grid of experiments from a YAML file (resumable)",
+                       description=f"{__doc__}\n{grid.__doc__}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("grid", help="grid file, e.g. flan-t5/grids/lora_ablation.yaml")
+    p.add_argument("--output_root", help="folder of the run folders (default: results/<model>/<grid name>)")
+    p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                   help="list the runs and what would happen to each; write nothing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run, e.g. --set data_dir=../data --set train_samples=64")
+    p.add_argument("--grid", dest="axes", action="append", default=[], metavar="KEY=V1,V2",
+                   help="replace (or add) a grid axis, e.g. --grid lora_r=4,8 to shrink a sweep")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only the named runs (repeatable, or comma-separated), e.g. --only lora,full")
+    p.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: one run after another; ray: one Ray task per run")
+    p.add_argument("--gpus_per_trial", type=float, default=None,
+                   help="ray: GPUs per run (default: 1 on a GPU cluster, else 0)")
+    p.add_argument("--cpus_per_trial", type=float, default=1, help="ray: CPUs per run")
+    p.add_argument("--ray_address", default=None, help="ray: cluster address (default: $RAY_ADDRESS or a local Ray)")
+
+
+def main(args) -> None:
+    """`python -m llmhub sweep`: validate everything, run what is unfinished, fail if any run failed."""
+    spec = load_grid(args.grid)
+    root = Path(args.output_root) if args.output_root else default_output_root(args.grid, spec)
+    runs = expand(spec, root, parse_sets(args.set), parse_axes(args.axes), src=str(args.grid))
+    chosen = select(runs, [n for item in args.only for n in item.split(",") if n])
+    if not args.dry_run:
+        from ..results import write_json
+
+        # relative to the checkout, so committed sweep files hold no machine paths
+        home = checkout_of(args.grid)
+        grid_name = str(Path(args.grid).resolve().relative_to(home)) if home else Path(args.grid).name
+        write_json(root / "sweep.json", {"grid": grid_name, "study": spec.get("study"), "spec": spec,
+                                         "set": args.set, "grid_axes": args.axes,
+                                         "runs": [{"name": r.name, "action": r.action, "args": r.args,
+                                                   "overrides": r.overrides,
+                                                   **({"search": {"key": r.search_key,
+                                                                  "screens": [x.name for x in r.screens]}}
+                                                      if r.screens else {})} for r in runs]})
+    try:
+        results = run_sweep(chosen, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,
+                            args.ray_address)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (finished runs are skipped)", file=sys.stderr)
+        sys.exit(130)
+    failed = [r for r in results if r["status"] != "done"]
+    if failed:
+        names = ", ".join(r["name"] for r in failed)
+        raise HubError(f"{len(failed)} of {len(results)} runs failed ({names}); "
+                       f"see error.json in each run folder under {root}")
+    if results:
+        print(f"all {len(results)} runs finished; results under {root}")
+

@@ -43,8 +43,14 @@ def tok(tokenizer_dir):
 
 def test_targets_per_server_type(tmp_path, data_dir, tok):
     raws = targets.pick_inputs(data_dir, "summarization", tok, 5, target_tokens=20)
-    assert len(raws) == 5 and all(abs(len(tok(r, add_special_tokens=False)["input_ids"]) - 20) <= 4 or
-                                  len(tok(r, add_special_tokens=False)["input_ids"]) <= 20 for r in raws)
+    # each is a whole test dialogue of 16-24 tokens (20 +- 20 %) or, once those run out, the first
+    # 20 tokens of a longer one
+    dialogues = [json.loads(x)["dialogue"] for x in (data_dir / "samsum" / "test.jsonl").read_text().splitlines()]
+    size = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    whole = [d for d in dialogues if 16 <= size(d) <= 24]
+    cut = [r for r in raws if r not in dialogues]
+    assert len(raws) == 5 and raws[: len(raws) - len(cut)] == whole[:5]
+    assert all(size(r) == 20 and any(d.startswith(r) and size(d) > 24 for d in dialogues) for r in cut), cut
     prompts = targets.render(tok, "causal", "summarization", raws)
     bodies = {}
     for server in targets.SERVERS:

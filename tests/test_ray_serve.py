@@ -46,5 +46,10 @@ def test_ray_deployment_answers_and_batches(ray_app):
     assert health["mode"] == "ray" and 1 <= health["batches"] <= n
     r = httpx.post(url + "/predict", json={"prompt": ""}, timeout=30)
     assert r.status_code == 422 and "empty" in r.json()["error"]
-    r = httpx.post(url + "/generate", json={"inputs": "### Dialogue: hi\n### Summary: "}, timeout=60)
-    assert r.status_code == 200 and isinstance(r.json()["generated_text"], str)
+    # TGI's route: the rendered prompt as is, answered with evaluation's own text
+    from llmhub.serving import Predictor
+
+    p = Predictor.from_experiment(exp)
+    r = httpx.post(url + "/generate", json={"inputs": p.render([rows[0]["input"]])[0],
+                                            "parameters": {"max_new_tokens": p.max_new_tokens}}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"generated_text": rows[0]["expected"]}, r.text

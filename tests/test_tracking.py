@@ -11,6 +11,7 @@ import yaml
 
 from llmhub import cli, report
 from llmhub.records import load_records
+from pngs import pixels_of, read_png
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
@@ -47,6 +48,7 @@ def test_report_draws_loss_curves_of_a_real_sweep(tiny_models, data_dir, tmp_pat
     assert len(result["train"]["loss_log"]) == 6
     assets = tmp_path / "assets"
     cli.main(["report", str(tmp_path / "results"), "--assets", str(assets)])
-    assert (assets / "loss_llama2_tiny.png").stat().st_size > 0
+    image = read_png(assets / "loss_llama2_tiny.png")  # r2 and r4: a curve each, in C0 and C1
+    assert pixels_of(image, "C0") > 200 and pixels_of(image, "C1") > 200 and pixels_of(image, "C2") == 0
     table = report.build(load_records(tmp_path / "results"))["sweeps"]
     assert "p vs r2 (rouge1)" in table and "(best)" in table

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def check_resume_config(out: Path, cfg) -> None:
                        "rerun with the flags it was started with, or pass --overwrite to start over")
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG)
+
+
 @contextlib.contextmanager
 def disk_errors(out: Path):
     """A full disk or a read-only / forbidden folder becomes one line naming the place, not a traceback
@@ -106,11 +110,15 @@ def disk_errors(out: Path):
     try:
         yield
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG):
+        if e.errno not in DISK_ERRNOS:
             raise
         raise HubError(f"cannot write {e.filename or out}: {e.strerror}") from None
     except Exception as e:  # noqa: BLE001 - torch.save (RuntimeError) and safetensors report a full disk without an errno
         text = str(e)
+        # Rust writers (safetensors, tokenizers) put the errno in the text: "... (os error 27)"
+        code = next((int(n) for n in re.findall(r"\(os error (\d+)\)", text) if int(n) in DISK_ERRNOS), None)
+        if code is not None:
+            raise HubError(f"cannot write under {out}: {os.strerror(code)}") from None
         full = "No space left on device" in text or ("writ" in text and _free_bytes(out) == 0)
         if isinstance(e, HubError) or not full:
             raise

@@ -5,6 +5,7 @@ before anything is loaded or written, not an exception from inside the Trainer.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import HubError
@@ -31,3 +32,19 @@ def tracking(report_to: str, exp_dir: Path) -> tuple[str, list]:
     callback = TensorBoardCallback()
     callback.logging_dir = str(exp_dir / "logs")
     return "none", [callback]
+
+
+@contextmanager
+def tracker_run(report_to: str, exp_dir: Path, main_process: bool = True):
+    """One MLflow run around training *and* the final validation: left to itself, transformers'
+    MLflowCallback ends its run when training ends and the final `evaluate()` opens a second one."""
+    if report_to != "mlflow" or not main_process:
+        yield
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:  # the caller's run (nested sweeps, notebooks): log into it
+        yield
+        return
+    with mlflow.start_run(run_name=Path(exp_dir).name):
+        yield

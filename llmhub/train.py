@@ -17,6 +17,7 @@ from . import prompts
 from .errors import HubError
 from .generate import build_prompts
 from .results import peak_memory_mb
+from .tracking import tracker_run
 
 
 def tokenize_rows(rows: list[dict], tokenizer, family: str, style: str, kind: str, data_cfg,
@@ -232,7 +233,7 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
     before = state.get("stateful_callbacks", {}).get("ElapsedTime", {}).get("attributes", {}).get("seconds", 0.0)
     elapsed = _elapsed_callback(before)
     trainer.add_callback(elapsed)
-    with adapter_input_casting(trainer):
+    with adapter_input_casting(trainer), tracker_run(t.report_to, Path(checkpoint_dir).parent, trainer.args.process_index == 0):
         if last and state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]:
             # Killed after training's final checkpoint: take its weights; training again would run
             # one step past max_steps.

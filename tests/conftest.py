@@ -155,3 +155,17 @@ def tiny_models(tmp_path_factory, tokenizer_dir) -> dict[str, Path]:
     """Folder per architecture, loadable with from_pretrained like any checkpoint."""
     return {k: _save_model(tmp_path_factory, tokenizer_dir, f"tiny-{k}", build_tiny(k))
             for k in ("t5", "llama", "falcon", "gpt_neox", "bert", "llama64", "gpt2", "gemma3", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def vllm_venv() -> Path:
+    """vLLM's own python (inference/vllm/.venv, built by `make test`). Absent, the tests that need it
+    fail, since a missing vLLM must not pass as green; only SKIP_VLLM=1 turns that into a skip."""
+    from llmhub.serve.vllm_server import VENV_PYTHON
+
+    if VENV_PYTHON.is_file():
+        return VENV_PYTHON
+    if os.environ.get("SKIP_VLLM"):
+        pytest.skip("SKIP_VLLM is set: the vLLM tests were skipped on request")
+    pytest.fail(f"vLLM's virtualenv is absent ({VENV_PYTHON}): build it with `make -C inference/vllm venv`, "
+                "or opt out with SKIP_VLLM=1", pytrace=False)

@@ -82,6 +82,9 @@ class ContinuousEngine:
         if sampling.temperature > 0 or sampling.n > 1 or sampling.seed is not None:
             raise Unsupported(f"{self.mode_note}: temperature > 0, n > 1 and seed are not supported "
                               "(use --mode batched)")
+        if sampling.repetition_penalty != 1.0:  # one generation config serves every request
+            raise Unsupported(f"{self.mode_note}: repetition_penalty other than 1 is not supported "
+                              "(use --mode batched)")
 
     async def _run(self, prompt_ids: list[int], row: decoding.Row) -> decoding.Choice:
         """Feed `row` every token the manager streams for `prompt_ids` until the row is done."""

@@ -32,13 +32,19 @@ class Sampling:
     stop: tuple[str, ...] = ()
     n: int = 1
     ignore_eos: bool = False
+    # vLLM's extensions that transformers' generate also implements; the defaults change nothing
+    repetition_penalty: float = 1.0  # CTRL's: a seen token's logit /penalty (x penalty if negative)
+    top_k: int = 0  # 0: no top-k cut (vLLM also writes -1)
+    min_p: float = 0.0  # drop tokens below min_p x the most likely one's probability
 
     def group(self, request_id: str) -> tuple:
         """Batch key: requests sharing it can run in one `generate` call. A seeded request runs
         alone, so its answer depends on the seed only, not on which requests it was batched with."""
         seed = (self.seed, request_id) if self.seed is not None else None
-        return ("sample", self.temperature if self.temperature > 0 else 0.0,
-                self.top_p if self.temperature > 0 else 1.0, seed, self.ignore_eos)
+        sampled = self.temperature > 0  # greedy decoding ignores top_p, top_k and min_p
+        return ("sample", self.temperature if sampled else 0.0, self.top_p if sampled else 1.0, seed,
+                self.ignore_eos, self.repetition_penalty, max(self.top_k, 0) if sampled else 0,
+                self.min_p if sampled else 0.0)
 
 
 @dataclass
@@ -140,9 +146,12 @@ def decode(model, tokenizer, jobs: list[Job], family: str) -> list[list[Choice]]
     kwargs = dict(max_new_tokens=budget, pad_token_id=tokenizer.pad_token_id, num_beams=1,
                   stopping_criteria=StoppingCriteriaList([_RowCriteria(rows)]))
     if s.temperature > 0:  # top_k=0: OpenAI's sampling has no top-k cut (transformers' default is 50)
-        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
+        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=max(s.top_k, 0),
+                      min_p=s.min_p or None)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if s.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = s.repetition_penalty
     if s.ignore_eos:
         kwargs["min_new_tokens"] = budget
     if hasattr(model, "peft_config"):  # peft's mixed-adapter batch: one adapter (or none) per row

@@ -172,6 +172,9 @@ class VllmEngine:
         body = {"model": route.name, "prompt": job.prompt, "max_tokens": s.max_new_tokens, "n": s.n,
                 "temperature": s.temperature, "top_p": s.top_p, "stop": list(s.stop) or None, "seed": s.seed,
                 "ignore_eos": s.ignore_eos, "add_special_tokens": job.add_special_tokens}
+        # vLLM's own extensions, sent only when asked for (their defaults are vLLM's too)
+        body.update({k: v for k, v, neutral in (("repetition_penalty", s.repetition_penalty, 1.0),
+                                                 ("top_k", s.top_k, 0), ("min_p", s.min_p, 0.0)) if v != neutral})
         if job.on_text is None:
             data = await self._post(body)
             choices = [decoding.Choice(c["text"], 0, c.get("finish_reason") or "length")

@@ -9,7 +9,10 @@ penalties, tools, ...) learns so instead of getting an answer that silently igno
 Honoured: max_tokens (chat: also max_completion_tokens), temperature (0 = greedy; default 1 as
 OpenAI's, 0 in --mode continuous, which only decodes greedily), top_p, n, stop, seed (a seeded request runs in a batch of its own, so the same seed gives
 the same answer), stream (server-sent events) with stream_options.include_usage, user (accepted,
-not used), and vLLM's extensions ignore_eos and add_special_tokens. The response's `usage` counts
+not used), and vLLM's extensions ignore_eos, add_special_tokens, repetition_penalty, top_k and
+min_p (as transformers' generate does them); vLLM's other extended fields (min_tokens,
+use_beam_search, skip_special_tokens, ...) are accepted at their neutral values, as `vllm bench serve`
+sends them. The response's `usage` counts
 prompt tokens as the model sees them and generated tokens, EOS included.
 """
 from __future__ import annotations
@@ -30,14 +33,19 @@ from .schema import ApiError, check_tokens, max_new_tokens, text_field
 MAX_N = 8  # choices per request: each one is a row of the batch
 MAX_STOP = 4  # as OpenAI
 COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "stream_options",
-          "user", "ignore_eos"}
+          "user", "ignore_eos", "repetition_penalty", "top_k", "min_p"}
 FIELDS = {"completions": COMMON | {"prompt", "add_special_tokens"},
           "chat": COMMON | {"messages", "max_completion_tokens"}}
 # Fields accepted only at the value that asks for nothing: anything else is refused, never ignored.
 NEUTRAL = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False), "best_of": (None, 1),
            "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "logit_bias": (None, {}),
            "suffix": (None, ""), "tools": (None, []), "tool_choice": (None, "none"),
-           "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None, False, True)}
+           "response_format": (None, {"type": "text"}), "parallel_tool_calls": (None, False, True),
+           # vLLM's extended sampling API (what `vllm bench serve` and vLLM's clients send), at its neutral values
+           "min_tokens": (None, 0), "use_beam_search": (None, False), "length_penalty": (None, 1),
+           "include_stop_str_in_output": (None, False), "skip_special_tokens": (None, True),
+           "spaces_between_special_tokens": (None, True), "stop_token_ids": (None, []), "bad_words": (None, []),
+           "prompt_logprobs": (None,), "allowed_token_ids": (None,), "truncate_prompt_tokens": (None,)}
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
@@ -60,11 +68,20 @@ def _flag(body: dict, name: str, default: bool) -> bool:
     return value
 
 
+def _same(value, neutral) -> bool:
+    """value == neutral, where a boolean is not a number (in Python `True == 1`) but 1 is 1.0."""
+    if value is None or neutral is None:
+        return value is neutral
+    kinds = {type(value), type(neutral)}
+    return (len(kinds) == 1 or kinds == {int, float}) and value == neutral
+
+
 def _check_fields(body: dict, kind: str) -> None:
     for name, value in body.items():
         if name in NEUTRAL:
-            if value not in NEUTRAL[name]:
-                raise ApiError(422, f"'{name}' is not supported by this server (only {NEUTRAL[name][-1]!r} or null)")
+            if not any(_same(value, v) for v in NEUTRAL[name]):
+                neutral = " or ".join(repr(v) for v in NEUTRAL[name] if v is not None)
+                raise ApiError(422, f"'{name}' is not supported by this server (only {neutral + ' or ' if neutral else ''}null)")
         elif name not in FIELDS[kind]:
             raise ApiError(422, f"unknown field '{name}'; this endpoint takes: {', '.join(sorted(FIELDS[kind]))}")
 
@@ -91,9 +108,15 @@ def parse_sampling(body: dict, limits, default_new: int, budget_field: str = "ma
         budget = max_new_tokens(body.get(budget_field), limits, default_new)
     except ApiError as e:
         raise ApiError(422, e.message.replace("max_new_tokens", budget_field)) from None
+    top_k = body.get("top_k")
+    top_k = 0 if top_k is None else top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < -1:
+        raise ApiError(422, f"top_k is {top_k!r}; allowed: an integer, 0 or -1 (no cut) or at least 1")
     return Sampling(budget, _number(body, "temperature", default_temperature, 0.0, 2.0),
                     _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True), seed, tuple(stop), n,
-                    _flag(body, "ignore_eos", False))
+                    _flag(body, "ignore_eos", False),
+                    _number(body, "repetition_penalty", 1.0, 0.0, 10.0, low_open=True), max(top_k, 0),
+                    _number(body, "min_p", 0.0, 0.0, 1.0))
 
 
 def chat_prompt(tokenizer, body: dict, model: str) -> str:

@@ -7,6 +7,7 @@ or a max_new_tokens outside 1..limit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +41,20 @@ def parse_json(raw: bytes, limits: Limits) -> dict:
         raise ApiError(422, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, f"request body must be a JSON object, got {type(body).__name__}")
+    _check_finite(body, "")
     return body
+
+
+def _check_finite(value, where: str) -> None:
+    """Python's json reads NaN, Infinity and 1e999 as floats no one can decode with: refuse them here,
+    naming the field, before any handler compares or forwards them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, f"field '{where}' must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(item, (float, dict, list)):
+            _check_finite(item, f"{where}.{key}" if isinstance(key, str) and where else
+                          key if isinstance(key, str) else f"{where}[{key}]")
 
 
 def text_field(body: dict, name: str) -> str:

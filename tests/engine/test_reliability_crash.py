@@ -1,6 +1,7 @@
 """Crash safety: kill -9 a tiny sweep at every stage of a run (training, a checkpoint save, saving
 the model, evaluation, writing results), rerun the same command each time, and the final results
-must equal an uninterrupted sweep's: metrics and predictions identical."""
+must equal an uninterrupted sweep's: metrics and predictions identical. The sweep kills itself at
+each stage (a hook run before `llmhub sweep`), so no stage is missed on a fast or a loaded machine."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -22,55 +22,85 @@ def _steps(run: Path, complete: bool) -> list[int]:
                   if (p / "trainer_state.json").is_file() == complete)
 
 
-# Each stage is made when a process starts (so it sees only what that process does) and says
-# whether the process has reached it.
-def training(run: Path):  # a new checkpoint was completed, and the next steps are under way
-    seen = max(_steps(run, True), default=0)
-    return lambda: max(_steps(run, True), default=0) > seen and not (run / "model").exists()
+# Each stage is a point inside the sweep's own process where it kills itself (SIGKILL, nothing is
+# cleaned up), so every stage is reached on every machine, however fast or loaded. The code runs in
+# the sweep process before `llmhub sweep` starts; RUN is the run folder, STAGE the stage.
+KILL_AT = r"""
+import os, signal, sys
+from pathlib import Path
+
+import transformers
+
+from llmhub import cli, experiment
+
+run, stage = Path(os.environ["CRASH_RUN"]), os.environ["CRASH_STAGE"]
+kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+inside = lambda path: Path(path).resolve().is_relative_to(run.resolve())  # noqa: E731
+if stage == "training":  # a checkpoint of this process was completed and the next step is under way
+    step, first = transformers.Trainer.training_step, []
+
+    def training_step(self, *a, **kw):
+        first.append(self.state.global_step)
+        if inside(self.args.output_dir) and self.state.global_step > first[0]:
+            kill()
+        return step(self, *a, **kw)
+    transformers.Trainer.training_step = training_step
+elif stage == "saving_checkpoint":  # weights saved, the checkpoint's trainer_state.json not yet
+    save = transformers.TrainerState.save_to_json
+
+    def save_to_json(self, path):
+        if inside(path) and "checkpoint-" in str(path):
+            kill()
+        return save(self, path)
+    transformers.TrainerState.save_to_json = save_to_json
+elif stage == "saving_model":  # model.tmp/ holds the weights, not yet its training record
+    write_json = experiment.write_json
+
+    def write_and_kill(path, obj):
+        if Path(path).parent == run / "model.tmp" and Path(path).name == experiment.TRAIN_STATS:
+            kill()
+        return write_json(path, obj)
+    experiment.write_json = write_and_kill
+elif stage == "evaluating":  # the saved model is predicting the test split
+    predict = experiment.predict
+
+    def predict_and_kill(model, tok, s, rows, trained, *a, **kw):
+        if inside(trained):
+            kill()
+        return predict(model, tok, s, rows, trained, *a, **kw)
+    experiment.predict = predict_and_kill
+elif stage == "writing_results":  # results.json written to its temporary file, not yet renamed
+    replace = os.replace
+
+    def replace_and_kill(src, dst, *a, **kw):
+        if Path(dst) == run / "results.json":
+            kill()
+        return replace(src, dst, *a, **kw)
+    os.replace = replace_and_kill
+else:
+    raise SystemExit(f"unknown stage {stage}")
+cli.main(sys.argv[1:])
+"""
+STAGES = ("training", "saving_checkpoint", "saving_model", "evaluating", "writing_results")
+# (run, stage) in the order a sweep reaches them: r2 at every stage the README names, then r4 twice
+KILLS = [("r2", stage) for stage in STAGES] + [("r4", "training"), ("r4", "writing_results")]
 
 
-def saving_checkpoint(run: Path):  # a checkpoint folder without its trainer_state.json (or just after)
-    seen = max(_steps(run, True), default=0)
-    return lambda: bool(_steps(run, False)) or max(_steps(run, True), default=0) > seen + 1
-
-
-def saving_model(run: Path):
-    had = (run / "model").exists()
-    return lambda: (run / "model.tmp").exists() or (not had and (run / "model").exists())
-
-
-def evaluating(run: Path):
-    return lambda: (run / "model").exists() and not (run / "predictions.jsonl").exists()
-
-
-def writing_results(run: Path):
-    return lambda: (run / "predictions.jsonl").exists() or any(run.glob(".results.json.*.tmp"))
-
-
-# (run, stage), in the order a sweep reaches them; each kill lands when its stage is first seen
-KILLS = [("r2", training), ("r2", saving_checkpoint), ("r2", saving_model), ("r2", writing_results),
-         ("r4", training), ("r4", saving_checkpoint), ("r4", evaluating)]
-
-
-def sweep(grid: Path, root: Path, kill_when=None) -> tuple[int | None, bool]:
-    """Run the sweep; with kill_when=(run, stage), SIGKILL it when the stage is seen. Returns
-    (exit status, whether it was killed)."""
+def sweep(grid: Path, root: Path, kill_at: tuple[str, str] | None = None) -> bool:
+    """Run the sweep; with kill_at=(run, stage) it kills itself there. Returns whether it was killed."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "llmhub", "sweep", str(grid), "--output_root", str(root)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    if kill_when:
-        run, make_stage = kill_when
-        reached = make_stage(root / run)
-        while proc.poll() is None and time.time() < deadline:
-            if reached():
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return proc.returncode, True
-            time.sleep(0.001)
-    _, err = proc.communicate(timeout=max(1, deadline - time.time()))
-    assert proc.returncode == 0, err[-3000:]
-    return proc.returncode, False
+    argv = ["sweep", str(grid), "--output_root", str(root)]
+    if kill_at:
+        env.update(CRASH_RUN=str(root / kill_at[0]), CRASH_STAGE=kill_at[1])
+        cmd = [sys.executable, "-c", KILL_AT, *argv]
+    else:
+        cmd = [sys.executable, "-m", "llmhub", *argv]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=300)
+    if proc.returncode == -signal.SIGKILL:
+        return True
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return False
 
 
 def outcome(root: Path) -> dict:
@@ -88,11 +118,14 @@ def test_killed_sweep_resumes_to_identical_results(tiny_models, data_dir, tmp_pa
     sweep(grid, tmp_path / "clean")
 
     crashed = tmp_path / "crashed"
-    killed = [name for run, stage in KILLS for name in [f"{run}:{stage.__name__}"]
-              if sweep(grid, crashed, (run, stage))[1]]
-    assert len(killed) >= 4, killed  # most stages were really hit (a stage passed too fast is skipped)
-    sweep(grid, crashed)  # the same command once more finishes what is left
-    assert outcome(crashed) == outcome(tmp_path / "clean"), killed
+    for run, stage in KILLS:
+        assert sweep(grid, crashed, (run, stage)), f"the sweep never reached {run}:{stage}"
+        if stage == "saving_checkpoint":  # killed inside a checkpoint: a truncated one is left behind
+            assert _steps(crashed / run, False)
+        if stage == "writing_results":
+            assert any(crashed.glob(f"{run}/.results.json.*.tmp")) and not (crashed / run / "results.json").exists()
+    assert not sweep(grid, crashed)  # the same command once more finishes what is left
+    assert outcome(crashed) == outcome(tmp_path / "clean")
     for run in RUNS:
         results = json.loads((crashed / run / "results.json").read_text())
         assert results["train"]["steps"] == 6 and not (crashed / run / "checkpoints").exists()

@@ -130,7 +130,7 @@ def test_seed_n_top_p_and_stop_are_honoured(client, exp):
 @pytest.mark.parametrize("extra, words", [
     ({"logprobs": 2}, "'logprobs' is not supported"),
     ({"presence_penalty": 0.5}, "'presence_penalty' is not supported"),
-    ({"extra_body": {"top_k": 5}}, "unknown field 'top_k'"),
+    ({"extra_body": {"mirostat_tau": 5}}, "unknown field 'mirostat_tau'"),
     ({"n": 0}, "n is 0"),
     ({"temperature": 3}, "temperature is 3"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop must be"),

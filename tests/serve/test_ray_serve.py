@@ -14,15 +14,14 @@ from test_server import eval_rows, trained_experiment
 @pytest.fixture(scope="module")
 def ray_app(tmp_path_factory, tiny_models, data_dir):
     exp = trained_experiment(tmp_path_factory.mktemp("ray"), tiny_models["llama"], data_dir)
-    try:
-        from ray import serve
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    # Ray installed: an import or start that fails is a failure of ours, never a skip
+    from ray import serve
 
-        from llmhub.cluster import init_ray
-
-        ray = init_ray(init_kwargs={"num_cpus": 2})
-    except Exception as e:  # a sandbox without the shared memory Ray needs
-        pytest.skip(f"a local Ray cannot start here: {type(e).__name__}: {e}")
+    from llmhub.cluster import init_ray
     from llmhub.serve.ray_serve import build_app
+
+    ray = init_ray(init_kwargs={"num_cpus": 2})
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -43,8 +42,14 @@ def test_ray_deployment_answers_and_batches(ray_app):
     assert [a.status_code for a in answers] == [200] * n, answers[0].text
     assert [a.json()["prediction"] for a in answers] == [rows[i % len(rows)]["expected"] for i in range(n)]
     health = httpx.get(url + "/health", timeout=30).json()
-    assert health["mode"] == "ray" and 1 <= health["batches"] < n
+    # how many batches 8 requests make depends on when they arrive (the machine's load): not asserted
+    assert health["mode"] == "ray" and 1 <= health["batches"] <= n
     r = httpx.post(url + "/predict", json={"prompt": ""}, timeout=30)
     assert r.status_code == 422 and "empty" in r.json()["error"]
-    r = httpx.post(url + "/generate", json={"inputs": "### Dialogue: hi\n### Summary: "}, timeout=60)
-    assert r.status_code == 200 and isinstance(r.json()["generated_text"], str)
+    # TGI's route: the rendered prompt as is, answered with evaluation's own text
+    from llmhub.serving import Predictor
+
+    p = Predictor.from_experiment(exp)
+    r = httpx.post(url + "/generate", json={"inputs": p.render([rows[0]["input"]])[0],
+                                            "parameters": {"max_new_tokens": p.max_new_tokens}}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"generated_text": rows[0]["expected"]}, r.text

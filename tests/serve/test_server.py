@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -85,7 +86,9 @@ def test_parallel_requests_share_forward_passes(server, summ_exp):
     # Greedy decoding is deterministic and batching must not change an answer.
     assert [a.json()["prediction"] for a in answers] == [rows[i % len(rows)]["expected"] for i in range(n)]
     batches = httpx.get(server.url + "/health").json()["batches"] - before
-    assert 1 <= batches < n, f"{n} parallel requests took {batches} forward passes"
+    # how many passes depends on when the requests arrive; that queued requests share one pass is
+    # tested by counts in test_overload_answers_503_at_once_and_loses_nothing
+    assert 1 <= batches <= n, f"{n} parallel requests took {batches} forward passes"
     m = scrape(server)
     assert m[("llmhub_requests_total", (("code", "200"), ("endpoint", "predict")))] >= n
     assert m[("llmhub_batch_size_count", ())] >= batches
@@ -131,29 +134,54 @@ def test_server_survives_bad_requests(server):
     assert health["status"] == "ok" and health["mode"] == "batched" and health["family"] == "causal"
 
 
+def _hold_the_worker(srv, model: str):
+    """A streamed request that decodes until its client hangs up: the model worker is busy with it
+    (its first token has arrived) until the returned stream is closed. Queues then fill by count."""
+    body = {"model": model, "prompt": "### Dialogue: hi\n### Summary:", "max_tokens": 20000, "temperature": 0,
+            "ignore_eos": True, "stream": True}
+    stream = httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=120)
+    r = stream.__enter__()
+    assert r.status_code == 200
+    lines = r.iter_lines()  # kept unfinished: a closed line iterator would hang up at once
+    while not ((line := next(lines)).startswith("data: ") and json.loads(line[6:])["choices"][0]["text"]):
+        pass
+    stream.lines = lines
+    return stream
+
+
+def _wait_for_queue(srv, depth: int) -> None:
+    deadline = time.monotonic() + 120  # how long the requests take to arrive is not what is tested
+    while httpx.get(srv.url + "/health").json()["queue_depth"] < depth:
+        assert time.monotonic() < deadline, f"the queued requests never arrived: {httpx.get(srv.url + '/health').json()}"
+        time.sleep(0.05)
+
+
 def test_overload_answers_503_at_once_and_loses_nothing(summ_exp):
-    # Naive mode, 2 places in the queue, 200 new tokens per request: 30 requests sent together
-    # overflow the queue; the overflow must be told 503 + Retry-After, every 200 must carry an answer.
-    args = ["--experiment_dir", str(summ_exp), "--mode", "naive", "--max_queue", "2"]
-    with ServerProcess(args) as srv:
-        n = 30
-        body = {"prompt": "Anna: are you coming?\nBen: yes", "max_new_tokens": 200}
-        with cf.ThreadPoolExecutor(n) as pool:
-            answers = list(pool.map(lambda _: post(srv, "/predict", json=body), range(n)))
-        codes = [a.status_code for a in answers]
-        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) >= 3, codes
-        for a in answers:
-            if a.status_code == 503:
-                assert int(a.headers["Retry-After"]) >= 1 and "overloaded" in a.json()["error"]
-            else:
-                assert isinstance(a.json()["prediction"], str)
-        assert srv.alive() and httpx.get(srv.url + "/health").json()["mode"] == "naive"
-        # Every answered request shows in the server's own count, and naive means one per batch.
+    """Driven by counts, not by load: with the worker held and the queue (4 places) full, the next
+    request is told 503 + Retry-After; released, the 4 queued ones run as one batch of 3 (the limit)
+    and one of 1, each with its own answer."""
+    args = ["--experiment_dir", str(summ_exp), "--mode", "batched", "--max_batch_size", "3", "--max_queue", "4",
+            "--max_wait_ms", "0", "--max_new_tokens_limit", "20000"]
+    rows = eval_rows(summ_exp)
+    with ServerProcess(args) as srv, cf.ThreadPoolExecutor(4) as pool:
+        held = _hold_the_worker(srv, summ_exp.resolve().name)
+        queued = [pool.submit(post, srv, "/predict", json={"prompt": rows[i]["input"]}) for i in range(4)]
+        _wait_for_queue(srv, 4)
+        over = post(srv, "/predict", json={"prompt": rows[0]["input"]})
+        assert over.status_code == 503 and "overloaded" in over.json()["error"], over.text
+        assert int(over.headers["Retry-After"]) >= 1
+        assert not any(f.done() for f in queued)
+        held.lines.close()
+        held.__exit__(None, None, None)  # hang up: the held row ends at its next step
+        answers = [f.result() for f in queued]
+        assert [a.status_code for a in answers] == [200] * 4
+        assert [a.json()["prediction"] for a in answers] == [rows[i]["expected"] for i in range(4)]
+        assert srv.alive() and httpx.get(srv.url + "/health").json()["queue_depth"] == 0
         m = scrape(srv)
-        ok = codes.count(200)
-        assert m[("llmhub_requests_total", (("code", "200"), ("endpoint", "predict")))] == ok
-        assert m[("llmhub_requests_total", (("code", "503"), ("endpoint", "predict")))] == n - ok
-        assert m[("llmhub_batch_size_count", ())] == m[("llmhub_batch_size_bucket", (("le", "1.0"),))] == ok
+        assert m[("llmhub_requests_total", (("code", "200"), ("endpoint", "predict")))] == 4
+        assert m[("llmhub_requests_total", (("code", "503"), ("endpoint", "predict")))] == 1
+        # batches: the held stream (1), then the queue as 3 + 1
+        assert m[("llmhub_batch_size_count", ())] == 3 and m[("llmhub_batch_size_sum", ())] == 5
 
 
 def test_encoder_classifier_is_served(tmp_path, tiny_models, data_dir):

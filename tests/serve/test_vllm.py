@@ -11,12 +11,11 @@ import httpx
 import pytest
 
 from llmhub.serve.process import ServerProcess
-from llmhub.serve.vllm_server import VENV_PYTHON, command, build_parser
+from llmhub.serve.vllm_server import command, build_parser
 from test_vllm_upstream import DIALOGUES, front_args
 from test_server import post, trained_experiment
 
-pytestmark = pytest.mark.skipif(not VENV_PYTHON.is_file(),
-                                reason="vLLM's virtualenv is absent (make -C inference/vllm venv)")
+pytestmark = pytest.mark.usefixtures("vllm_venv")  # absent: fails, or skips with SKIP_VLLM=1
 LAUNCH = Path(__file__).resolve().parents[2] / "inference" / "vllm" / "launch.py"
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llmhub import model_study, report
-from llmhub.records import load_records
+from llmhub.study import model_study, report
+from llmhub.study.records import load_records
 from test_report import declare, fake, rouge
 
 REFS = ["A is coming.", "B is not coming.", "C wants lunch.", "D has a new car."]

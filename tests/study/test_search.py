@@ -9,8 +9,8 @@ import yaml
 
 from llmhub.cli import main
 from llmhub.errors import HubError
-from llmhub.grid import expand
-from llmhub.records import load_records
+from llmhub.study.grid import expand
+from llmhub.study.records import load_records
 
 
 def _grid(tmp_path, model_dir, data_dir, values) -> dict:

@@ -36,8 +36,11 @@ ifeq ($(SKIP_VLLM),)
 	  echo "error: vLLM's venv (make -C inference/vllm venv) could not be built: $$(grep -E '^ERROR' $(VENV)/vllm-build.log | tail -n 1 || true) (log: $(VENV)/vllm-build.log; make test SKIP_VLLM=1 skips the vLLM tests)" >&2; exit 1; }
 endif
 
+# Two pytest workers, one file each at a time (module fixtures stay in one process), one thread each:
+# two 2-thread workers on 2 cores make every small tensor op wait for a descheduled thread.
 test: setup vllm-venv
-	LLMHUB_TEST_DATA=$(abspath $(DATA)) SKIP_VLLM=$(SKIP_VLLM) $(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 LLMHUB_TEST_DATA=$(abspath $(DATA)) SKIP_VLLM=$(SKIP_VLLM) \
+	  $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b --data_dir $(DATA) || exit 1; done

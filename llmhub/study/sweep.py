@@ -52,7 +52,7 @@ def run_one(run: Run) -> dict:
 
             record = train_experiment(cfg, resume=True)  # an interrupted run continues from its checkpoint
         elif run.action == "screen":
-            from .experiment import screen_experiment
+            from ..experiment import screen_experiment
 
             record = screen_experiment(cfg)
         else:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import REGISTRY
 from . import compare, stats
 from .records import METHOD_LABEL, Record
 from .select import duration, fmt, markdown
@@ -75,8 +76,14 @@ class Row:
         return reduce(values) if values else None
 
     @property
-    def total_params(self) -> int | None:
-        return self.train("total_params", max)
+    def total_params(self) -> float | None:
+        """Parameters counted by training, else the registry's figure for a short name (baselines)."""
+        counted = self.train("total_params", max)
+        if counted:
+            return counted
+        spec = REGISTRY.get(self.model)
+        scale = {"M": 1e6, "B": 1e9}
+        return float(spec.params[:-1]) * scale[spec.params[-1]] if spec and spec.params[-1:] in scale else None
 
 
 def p_value(row: Row, ref: Row, metric: str) -> str:

@@ -278,16 +278,19 @@ def _caption(records: list[Record], command: str) -> str:
 
 def readme_blocks(records: list[Record], root: Path, readme: Path, command: str, plots: dict,
                   reference: bool) -> dict[str, str]:
-    """Tables for one README: sample efficiency compares every model; the rest are the folder's own,
-    the records under <results>/<README's folder>/ (all of them for a README inside <results>), so a
-    model folder without results says so instead of showing another model's rows."""
+    """Tables for one README: sample efficiency and the models studies compare every model; the rest
+    are the folder's own, the records under <results>/<README's folder>/ (all of them for a README
+    inside <results>), so a model folder without results says so instead of showing another model's rows."""
     scope = root / readme.resolve().parent.name
     inside = root.resolve() in readme.resolve().parents
     own = [r for r in records if inside or scope in r.path.parents]
-    tables = {**build(own, reference), "sample-efficiency": sample_efficiency(apart(records), reference)}
+    every = ("sample-efficiency", "models")
+    tables = {**build(own, reference), "sample-efficiency": sample_efficiency(apart(records), reference),
+              "models": model_study.table(records)}
     blocks = {}
     for name, table in tables.items():
-        used = records if name == "sample-efficiency" else own
+        used = (records if name == "sample-efficiency" else [r for r in records if r.study.get("kind") == model_study.KIND]
+                ) if name in every else own
         body = table or f"_No results for this table under `{_shown(root if inside else scope)}` yet._"
         images = plots.get(name)  # one plot, or one per study folder (only this README's studies)
         if isinstance(images, dict):

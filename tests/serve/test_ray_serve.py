@@ -47,7 +47,7 @@ def test_ray_deployment_answers_and_batches(ray_app):
     r = httpx.post(url + "/predict", json={"prompt": ""}, timeout=30)
     assert r.status_code == 422 and "empty" in r.json()["error"]
     # TGI's route: the rendered prompt as is, answered with evaluation's own text
-    from llmhub.serving import Predictor
+    from llmhub.serve.predictor import Predictor
 
     p = Predictor.from_experiment(exp)
     r = httpx.post(url + "/generate", json={"inputs": p.render([rows[0]["input"]])[0],

@@ -84,8 +84,7 @@ def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
 
 
 @pytest.mark.parametrize("arch, method, learning_rate", [
-    ("llama64", "lora", 3e-3), ("llama64", "ia3", 1e-2), ("llama64", "full", 3e-5), ("gemma3", "lora", 3e-3),
-    ("qwen2", "lora", 3e-3)])
+    ("llama64", "lora", 3e-3), ("llama64", "ia3", 1e-2), ("llama64", "full", 3e-5), ("gemma3", "lora", 3e-3)])
 def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, tmp_path, arch, method, learning_rate):
     """fp32: vLLM's greedy tokens from the saved model (an adapter merged first), decoded here, are
     the transformers engine's predictions, so the metrics are the same too; the evaluation goes to
@@ -110,10 +109,11 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
     assert predict(base, tok, s, s.splits["test"], exp, progress=False) != ours
 
 
-@pytest.mark.parametrize("arch", ["llama64", "gemma3", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama64", "gemma3"])
 def test_launch_serves_merged_adapter(tiny_models, data_dir, tmp_path, arch):
     """--merged_dir: the adapter merged first and served under the experiment's name; in fp32 vLLM
-    answers the completions our own server gives for the same experiment (Llama, Gemma 3, Qwen2)."""
+    answers the completions our own server gives for the same experiment (Llama, Gemma 3; the tiny Qwen2
+    answers only end-of-text after these steps, which would show nothing)."""
     exp = trained_experiment(tmp_path, tiny_models[arch], data_dir, learning_rate=3e-3, torch_dtype="float32")
     merged = tmp_path / "merged"
     args = ["--experiment_dir", str(exp), "--merged_dir", str(merged), "--dtype", "float32", "--max_model_len", "512",

@@ -1,5 +1,5 @@
 """The committed README tables and report plots are what `report` makes of the committed results:
-the command the top README names is run on a copy of results/, the READMEs and assets/, and every
+the command docs/studies.md names is run on a copy of results/, the READMEs and assets/, and every
 README and every plot it writes must equal the committed file byte for byte."""
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_report_regenerates_every_committed_block_and_plot(tmp_path):
-    found = re.findall(r"^`(python -m llmhub report results[^`]*)`$", (ROOT / "README.md").read_text(), re.M)
+    found = re.findall(r"^`(python -m llmhub report results[^`]*)`$", (ROOT / "docs" / "studies.md").read_text(),
+                       re.M)
     assert len(found) == 1, found
     argv = shlex.split(found[0])
     readmes = [argv[i + 1] for i, a in enumerate(argv) if a == "--readme"]
-    assert sorted(readmes) == sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/README.md")
+    assert sorted(readmes) == sorted(str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *ROOT.glob("*/README.md")]
                                      if "<!-- BEGIN results:" in p.read_text())
     shutil.copytree(ROOT / "results", tmp_path / "results")
     for readme in readmes:

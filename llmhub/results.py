@@ -110,12 +110,33 @@ def cost_usd(seconds: float, dollars_per_hour: float) -> float:
     return seconds / 3600 * dollars_per_hour
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak: the peak of a run, not of the process (a sweep runs many in one process).
+    On Linux writing 5 to /proc/self/clear_refs resets the resident-set high-water mark (VmHWM)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the peak stays the process's
+
+
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process (CPU) or peak allocated CUDA memory."""
+    """Peak resident memory since the last reset_peak_memory (CPU; VmHWM on Linux, else the
+    process's ru_maxrss) or peak allocated CUDA memory."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -16,7 +16,7 @@ import torch
 from . import prompts
 from .errors import HubError
 from .generate import build_prompts
-from .results import peak_memory_mb
+from .results import peak_memory_mb, reset_peak_memory
 from .tracking import tracker_run
 
 
@@ -227,6 +227,7 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
         resume: bool, eval_features: list[dict] | None = None) -> dict:
     """Train; return wall seconds, steps, real tokens per second, peak memory and validation loss."""
     t = cfg.train
+    reset_peak_memory()  # the loaded model counts, an earlier run of the same process does not
     trainer = make_trainer(model, tokenizer, features, family, cfg, checkpoint_dir, eval_features)
     last = last_complete_checkpoint(checkpoint_dir, say=sys.stderr) if resume else None
     state = _checkpoint_state(last)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -91,3 +92,18 @@ def test_resume_after_kill(tiny_models, data_dir, tmp_path):
     assert results["train"]["steps"] == 2000
     assert results["train"]["resumed_from"].rsplit("-", 1)[1] in {"10", "15", "20", "25", "30"} or \
         int(results["train"]["resumed_from"].rsplit("-", 1)[1]) >= 10
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="no /proc/self/clear_refs (not Linux)")
+def test_peak_memory_is_per_run_not_per_process():
+    """A sweep trains many runs in one process: each run's peak starts from a reset, so an earlier,
+    bigger run does not show up in a later run's peak_memory_mb."""
+    from llmhub.results import peak_memory_mb, release_heap, reset_peak_memory
+
+    big = torch.ones(96 * 2**20)  # 384 MiB, touched
+    assert big.sum().item() > 0
+    peak_with_big = peak_memory_mb()
+    del big
+    release_heap()
+    reset_peak_memory()
+    assert peak_memory_mb() < peak_with_big - 256

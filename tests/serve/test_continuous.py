@@ -19,7 +19,9 @@ PROMPT = "### Dialogue: Anna: are you coming to lunch?\nBen: yes\n### Summary:"
 
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory, tiny_models, data_dir):
-    out = trained_experiment(tmp_path_factory.mktemp("cb"), tiny_models["llama"], data_dir)
+    # fp32: the continuous engine's batches (other shapes, paged attention) must not flip a bf16
+    # near-tie of this random tiny model (CI once saw one of four answers differ in bf16)
+    out = trained_experiment(tmp_path_factory.mktemp("cb"), tiny_models["llama"], data_dir, torch_dtype="float32")
     evaluate_experiment(out)
     return out
 

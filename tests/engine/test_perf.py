@@ -163,3 +163,19 @@ def test_every_method_trains_and_evaluates_under_bf16(tiny_models, data_dir, tmp
     record = train_experiment(cfg)
     assert record["train"]["steps"] == 3 and record["train"]["train_loss"] > 0
     assert 0 <= record["metrics"]["rouge1"] <= 100
+
+
+def test_short_cpu_batches_take_the_math_attention_and_the_same_loss(tiny_models, data_dir, tmp_path):
+    from torch.backends.cuda import flash_sdp_enabled
+
+    short = torch.zeros(8, lm_loss.MATH_ATTENTION_MAX_TOKENS, dtype=torch.long)
+    with lm_loss.attention_backend(short):
+        assert not flash_sdp_enabled()
+    with lm_loss.attention_backend(torch.zeros(8, lm_loss.MATH_ATTENTION_MAX_TOKENS + 1, dtype=torch.long)):
+        assert flash_sdp_enabled()
+    cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path)
+    assert batch["input_ids"].shape[1] <= lm_loss.MATH_ATTENTION_MAX_TOKENS
+    model.eval()
+    with lm_loss.attention_backend(batch["input_ids"]):
+        math = model(**batch).loss
+    assert abs(math.item() - model(**batch).loss.item()) < 1e-5

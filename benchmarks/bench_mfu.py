@@ -35,7 +35,7 @@ from llmhub import methods, models
 from llmhub.config import RunConfig, apply_overrides
 from llmhub.data import load_split
 from llmhub.recipes import defaults
-from llmhub.results import write_json
+from llmhub.results import hardware, write_json
 from llmhub.train import adapter_input_casting, collator, make_trainer, tokenize_rows
 
 ARMS = {"fp32_full_logits": "float32", "fp32": "float32", "bf16": "bfloat16"}
@@ -153,7 +153,7 @@ def main() -> None:
         run_arm(args.profile, path, tok, cfg, features, batches, 1, profile=True)
         return
     shapes = layer_shapes(models.load_config(path))
-    report = {"model": args.model, "layer_shapes": shapes, "load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
+    report = {"model": args.model, "hardware": hardware(), "layer_shapes": shapes, "load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
               "cpu_native_bf16": models.cpu_supports_bf16(), "auto_dtype": str(models.resolve_dtype("auto"))}
     report["peak_flops"] = {"fp32": matmul_peak(torch.float32, shapes), "bf16": matmul_peak(torch.bfloat16, shapes)}
     print(f"native bf16: {report['cpu_native_bf16']}; matmul peak at the layer shapes: "

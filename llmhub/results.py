@@ -27,10 +27,28 @@ def _git(*args: str) -> str | None:
         return None
 
 
+# The CPU flags that decide how fast bf16 runs here (the same cloud machine type has been a Xeon
+# with AMX and an EPYC without it).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_model() -> tuple[str | None, list[str]]:
+    """lscpu's model name and which of BF16_FLAGS the CPU has (Linux; None and [] elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, []
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return name, [f for f in BF16_FLAGS if f in flags]
+
+
 def hardware() -> dict:
     import torch
 
+    name, flags = cpu_model()
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cpu_model": name, "cpu_bf16_flags": flags,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -68,7 +68,10 @@ class Record:
         hw = (self.data.get("provenance") or {}).get("hardware") or {}
         if hw.get("gpu"):
             return f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
-        return f"CPU x{hw.get('cpu_count', '?')}" if hw else "unknown"
+        if not hw:
+            return "unknown"
+        flags = f"; {', '.join(hw['cpu_bf16_flags']) or 'no bf16 flags'}" if "cpu_bf16_flags" in hw else ""
+        return f"{hw.get('cpu_model') or 'CPU'} x{hw.get('cpu_count', '?')}{flags}"
 
 
 def _flatten(config: dict) -> dict:

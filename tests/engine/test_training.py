@@ -107,3 +107,18 @@ def test_peak_memory_is_per_run_not_per_process():
     release_heap()
     reset_peak_memory()
     assert peak_memory_mb() < peak_with_big - 256
+
+
+def test_results_name_the_cpu_as_lscpu_does():
+    import shutil
+    import subprocess
+
+    from llmhub.results import hardware
+
+    hw = hardware()
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu on this machine")
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    name = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    assert hw["cpu_model"] == name
+    assert hw["cpu_bf16_flags"] == [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in lscpu]

@@ -54,8 +54,9 @@ def label_position_parts(model):
         if model.peft_config[model.active_adapter].peft_type not in (PeftType.LORA, PeftType.IA3):
             return None
         model = model.get_base_model()
-    config = getattr(model, "config", None)  # None also for a DDP wrapper: its forward must run
-    if config is None or config.model_type not in LABEL_POSITION_TYPES or config.is_encoder_decoder:
+    # A DDP wrapper has no config, a DeepSpeed engine has its own dict: their forward must run.
+    config = getattr(model, "config", None)
+    if not hasattr(config, "model_type") or config.model_type not in LABEL_POSITION_TYPES or config.is_encoder_decoder:
         return None
     decoder = getattr(model, model.base_model_prefix, None)
     head = model.get_output_embeddings()

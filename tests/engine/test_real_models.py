@@ -39,7 +39,7 @@ def test_real_model_generates_sensibly(name):
 def test_real_model_trains_two_lora_steps(name, tmp_path):
     _need(name)
     over = {"pretrained_ckpt": name, "method": "lora", "data_dir": str(SHARED_DATA), "output_dir": str(tmp_path / "exp"),
-            "train_samples": 4, "test_samples": 2, "max_steps": 2, "batch_size": 2, "grad_accum": 1,
+            "train_samples": 4, "validation_samples": 4, "test_samples": 2, "max_steps": 2, "batch_size": 2, "grad_accum": 1,
             "learning_rate": 3e-4, "lora_r": 8, "max_source_length": 192, "max_target_length": 32,
             "max_new_tokens": 12, "eval_batch_size": 2, "logging_steps": 1}
     cfg = apply_overrides(apply_overrides(RunConfig(), defaults("llama2", "summarization")), over)

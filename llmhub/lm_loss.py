@@ -32,9 +32,11 @@ CHUNK_LOGITS = 1024 * 49_152
 MATH_ATTENTION_MAX_TOKENS = 128
 
 
-def attention_backend(input_ids: torch.Tensor):
-    """The math SDPA backend for short CPU batches, the default choice otherwise."""
-    if input_ids.is_cuda or input_ids.shape[-1] > MATH_ATTENTION_MAX_TOKENS:
+def attention_backend(input_ids: torch.Tensor | None):
+    """The math SDPA backend for short CPU batches, the default choice otherwise. A training step
+    holds it over forward and backward alike: gradient checkpointing recomputes the forward in
+    the backward pass and needs the same kernel (and so the same saved tensors) both times."""
+    if input_ids is None or input_ids.is_cuda or input_ids.shape[-1] > MATH_ATTENTION_MAX_TOKENS:
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -101,6 +103,10 @@ def trainer_class():
     from transformers import Trainer
 
     class LabelPositionTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            with attention_backend(inputs.get("input_ids")):
+                return super().training_step(model, inputs, num_items_in_batch)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             parts = label_position_parts(model)
             if parts is None or return_outputs or "labels" not in inputs or self.label_smoother is not None:
@@ -109,7 +115,7 @@ def trainer_class():
             # forward takes loss kwargs; the Trainer then skips its own division by accumulation steps.
             n = num_items_in_batch if self.model_accepts_loss_kwargs else None
             # the decoder is called directly, not via the wrapped forward
-            with self.accelerator.autocast(), attention_backend(inputs["input_ids"]):
+            with self.accelerator.autocast():
                 loss = label_position_loss(*parts, inputs, n)
             if self.args.average_tokens_across_devices and n is not None:
                 loss = loss * self.accelerator.num_processes
@@ -122,7 +128,7 @@ def trainer_class():
             if not prediction_loss_only or label_position_parts(model) is None or "labels" not in inputs:
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
             inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.compute_loss_context_manager():
+            with torch.no_grad(), self.compute_loss_context_manager(), attention_backend(inputs["input_ids"]):
                 loss = self.compute_loss(model, inputs)
             return loss.detach(), None, None
 

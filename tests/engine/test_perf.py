@@ -141,7 +141,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, data_dir, 
         assert trainer.args.activation_checkpointing is on
         assert model.get_base_model().model.gradient_checkpointing is on
         model.train()
-        trainer.compute_loss(model, dict(batch)).backward()
+        trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+        trainer.training_step(model, dict(batch))  # forward and backward, as in training
         grads[on] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads[False], grads[True]))
 

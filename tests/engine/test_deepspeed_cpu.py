@@ -21,7 +21,7 @@ import pytest
 from test_ddp import ENTRY, ROOT, _free_port
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
-                                reason="deepspeed is not installed (it is not in requirements.txt)")
+                                reason="deepspeed is not installed (pip install -e '.[deepspeed]')")
 
 # Runs first in each process: saves the trainable weights and the per-step losses after training,
 # then hands over to test_ddp's ENTRY (which hashes the weights and runs the real script).

@@ -131,8 +131,8 @@ def vllm_url(args, dtype: str, logs: Path, env: dict, keep: ExitStack, upstream:
     """vLLM's URL: started once, for both vLLM servers, and kept running in `keep`; a failure to
     start is remembered in `upstream` and raised again for the second."""
     from llmhub.serve.process import ServerProcess
-    from llmhub.serve.vllm_server import __file__ as launch
 
+    launch = ROOT / "inference" / "vllm" / "launch.py"  # the entry point users run (a script, not the module)
     if not upstream:
         try:
             if not Path(args.vllm_python).is_file():

@@ -1,6 +1,7 @@
 """A `/v1/completions` request stays inside the serving layer: every function of the package it calls,
 in every thread (the app's event loop and the batcher's worker), lives in llmhub/serve/ or, called
-down, in the engine (llmhub/*.py); none in llmhub/study/ or in the thin entry points of inference/."""
+down, in the engine (llmhub/*.py); none in llmhub/study/, the commands or the thin entry points of
+inference/. Layers as tests/test_layers.py defines them."""
 from __future__ import annotations
 
 import sys
@@ -11,21 +12,18 @@ from fastapi.testclient import TestClient
 
 from llmhub.serve.app import create_app
 from llmhub.serve.predictor import Predictor
+from test_layers import PACKAGE, layer, module_name
 from test_server import trained_experiment
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "### Dialogue: Anna: are you coming to lunch?\nBen: yes\n### Summary:"
 
 
 def where(filename: str) -> str | None:
     """The layer a source file belongs to, or None outside the repository's own code."""
     path = Path(filename)
-    if ROOT / "inference" in path.parents:
+    if PACKAGE.parent / "inference" in path.parents:
         return "inference"
-    if ROOT / "llmhub" not in path.parents:
-        return None
-    rel = path.relative_to(ROOT / "llmhub")
-    return f"llmhub/{rel.parts[0]}" if len(rel.parts) > 1 else "engine"
+    return layer(module_name(path)) if PACKAGE in path.parents else None
 
 
 def test_completions_request_calls_only_serve_and_engine_code(tmp_path, tiny_models, data_dir):
@@ -50,8 +48,8 @@ def test_completions_request_calls_only_serve_and_engine_code(tmp_path, tiny_mod
         threading.setprofile(None)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["text"] is not None
-    assert set(called) <= {"llmhub/serve", "engine"}, {k: sorted(v) for k, v in called.items()}
+    assert set(called) <= {"serve", "engine"}, {k: sorted(v) for k, v in called.items()}
     # the trace saw the request's path: the OpenAI handler, the batcher and the engine's decoding
-    serve = {name.split(":")[0] for name in called["llmhub/serve"]}
+    serve = {name.split(":")[0] for name in called["serve"]}
     assert {"openai_api.py", "front.py", "batcher.py"} <= serve, sorted(serve)
     assert any(name.startswith("generate.py:") for name in called["engine"]), sorted(called["engine"])

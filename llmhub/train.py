@@ -268,11 +268,16 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
             steps, train_loss = output.global_step, output.training_loss
         seconds = elapsed.seconds()
         validation = validation_record(trainer, len(eval_features or []))
-    examples_seen = steps * t.batch_size * t.grad_accum * trainer.args.world_size
+    main_process, world_size = trainer.args.process_index == 0, trainer.args.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # The ranks leave the process group together, here: otherwise a rank that exits while rank 0
+        # still evaluates tears gloo's worker threads down at interpreter exit, and aborts (SIGABRT).
+        torch.distributed.destroy_process_group()
+    examples_seen = steps * t.batch_size * t.grad_accum * world_size
     tokens = real_tokens(features) * examples_seen / len(features)
     return {"seconds": seconds, "steps": steps, "train_loss": train_loss,
             "examples": len(features), "real_tokens": int(tokens),
             "tokens_per_second": tokens / seconds if seconds else None,
             "peak_memory_mb": peak_memory_mb(), "resumed_from": last,
             "loss_log": [e for e in trainer.state.log_history if "loss" in e], "validation": validation,
-            "is_main_process": trainer.args.process_index == 0}
+            "is_main_process": main_process}

@@ -35,8 +35,9 @@ def fit(model, *args, **kwargs):
         if p.requires_grad:
             h.update(name.encode())
             h.update(p.detach().float().contiguous().numpy().tobytes())
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    (MARKS / f"hash-rank{RANK}").write_text(f"{h.hexdigest()} {stats['steps']} {world}")
+    # Training ends with the process group left (a rank exiting while it is open can abort).
+    group = "open" if dist.is_initialized() else "left"
+    (MARKS / f"hash-rank{RANK}").write_text(f"{h.hexdigest()} {stats['steps']} {os.environ.get('WORLD_SIZE', '1')} {group}")
     return stats
 
 
@@ -84,8 +85,8 @@ def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     hashes = {p.name: p.read_text().split() for p in marks.glob("hash-rank*")}
     assert sorted(hashes) == ["hash-rank0", "hash-rank1"], proc.stderr[-2000:]
-    (h0, steps0, world0), (h1, steps1, world1) = hashes["hash-rank0"], hashes["hash-rank1"]
-    assert world0 == world1 == "2" and steps0 == steps1 == "3"  # one process group of two ranks
+    (h0, steps0, world0, group0), (h1, steps1, world1, group1) = hashes["hash-rank0"], hashes["hash-rank1"]
+    assert world0 == world1 == "2" and steps0 == steps1 == "3" and group0 == group1 == "left"  # one process group of two ranks
     assert h0 == h1  # DDP averaged the gradients, so every rank applied the same updates
     assert sorted(p.name for p in marks.glob("evaluated-rank*")) == ["evaluated-rank0"]
     results = json.loads((out / "results.json").read_text())

@@ -81,8 +81,8 @@ def test_shipped_zero2_config_on_two_cpu_ranks_matches_one_process(tiny_models, 
     marks, out, proc = _run(tmp_path, "zero2", launch, 2, tiny_models, data_dir, cwd=ROOT)
     hashes = {p.name: p.read_text().split() for p in marks.glob("hash-rank*")}
     assert sorted(hashes) == ["hash-rank0", "hash-rank1"], proc.stderr[-2000:]
-    (h0, steps0, world0), (h1, steps1, world1) = hashes["hash-rank0"], hashes["hash-rank1"]
-    assert world0 == world1 == "2" and steps0 == steps1 == "3"
+    (h0, steps0, world0, group0), (h1, steps1, world1, group1) = hashes["hash-rank0"], hashes["hash-rank1"]
+    assert world0 == world1 == "2" and steps0 == steps1 == "3" and group0 == group1 == "left"
     assert h0 == h1  # ZeRO-2 shards optimizer state and gradients, the weights end replicated and equal
     assert sorted(p.name for p in marks.glob("evaluated-rank*")) == ["evaluated-rank0"]
     assert json.loads((out / "results.json").read_text())["train"]["steps"] == 3

@@ -147,7 +147,8 @@ def child(args) -> None:
     model = methods.wrap(model, MethodConfig(method="qlora" if qlora else "lora", lora_r=args.lora_r,
                                              lora_alpha=2 * args.lora_r, lora_dropout=0.0), "causal")
     # "engine": what a run does by default (on for qlora only); "on": both variants.
-    if args.checkpointing == "on" or (args.checkpointing == "engine" and qlora):
+    whole_layers = args.checkpointing == "on" or (args.checkpointing == "engine" and qlora)
+    if whole_layers:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     peak_load = ru_maxrss_mb()
@@ -162,10 +163,14 @@ def child(args) -> None:
     autocast = dtype != torch.float32 and not torch.cuda.is_available()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
+    # "engine": a bf16 step without whole-layer checkpointing recomputes the norms and gated MLP
+    # products, as the Trainer's does
+    recompute = args.checkpointing == "engine" and not whole_layers and dtype == torch.bfloat16
 
     def step() -> float:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        with torch.autocast("cpu", dtype=dtype) if autocast else nullcontext():
+        recomputed = lm_loss.elementwise_recomputed(model) if recompute else nullcontext()
+        with recomputed, torch.autocast("cpu", dtype=dtype) if autocast else nullcontext():
             loss = lm_loss.label_position_loss(*parts, batch) if parts else model(**batch).loss
         loss.backward()
         optim.step()
@@ -215,7 +220,8 @@ def main() -> None:
     p.add_argument("--lora_r", type=int, default=8)
     p.add_argument("--answer_len", type=int, default=32, help="label positions at the end of each row")
     p.add_argument("--checkpointing", choices=["engine", "on", "off"], default="engine",
-                   help="gradient checkpointing: engine default (qlora only), both variants, or neither")
+                   help="gradient checkpointing: the engine's default (whole layers for qlora, the norms "
+                        "otherwise), whole layers for both variants, or nothing recomputed")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute activations in backward (both variants)")
     p.add_argument("--torch_dtype", default="auto",

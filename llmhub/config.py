@@ -93,7 +93,7 @@ class TrainConfig:
     seed: int = _f(42, "seed for sampling, adapter initialisation and data order",
                     ge=0, le=2**32 - 1)
     group_by_length: bool = _f(True, "batch examples of similar length together")
-    gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory (default: on for qlora)")
+    gradient_checkpointing: bool | None = _f(None, "recompute activations in the backward pass to save memory: true = whole layers, false = nothing (default: whole layers for qlora; for other bf16 runs the norms and gated-MLP products)")
     save_steps: int = _f(200, "checkpoint every N steps, for --resume", ge=1)
     logging_steps: int = _f(10, "log the loss every N steps", ge=1)
     eval_steps: int | None = _f(None, "evaluate the validation loss every N steps and keep the best checkpoint by it (saved and tested at the end)",

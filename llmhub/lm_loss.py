@@ -12,7 +12,7 @@ full or through LoRA/DoRA/QLoRA/IA3, which leave positions where they are. Prefi
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +20,11 @@ from torch.utils.checkpoint import checkpoint
 
 from .models import LABEL_POSITION_TYPES
 
-# fp32 logits per output-layer chunk: 1,024 label positions x SmolLM2's 49,152-word vocabulary,
-# 201 MB at once; Gemma 3's 262,144 words get 192 positions per chunk. Longer answers run chunk by
+# fp32 logits per output-layer chunk: 256 label positions x SmolLM2's 49,152-word vocabulary,
+# 50 MB at once; Gemma 3's 262,144 words get 48 positions per chunk (a bf16 LoRA step of
+# Gemma-3-270M at 8 x 384 tokens peaked 150 MiB higher with 192). Longer answers run chunk by
 # chunk, each recomputed in the backward pass.
-CHUNK_LOGITS = 1024 * 49_152
+CHUNK_LOGITS = 256 * 49_152
 
 
 # Up to this many tokens per row, the CPU's math attention (matmuls and a softmax) runs forward and
@@ -41,6 +42,62 @@ def attention_backend(input_ids: torch.Tensor | None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
+
+
+def _gated(act_fn, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return act_fn(gate) * up
+
+
+def _recomputed(forward):
+    def recomputed(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+    return recomputed
+
+
+def _gated_mlp(mlp):
+    """A gated MLP's forward, down(act(gate(x)) * up(x)) as Llama, Gemma and Qwen2 write it, with
+    act(gate) * up recomputed in the backward pass from gate and up."""
+    def forward(x):
+        return mlp.down_proj(_recomputed(_gated)(mlp.act_fn, mlp.gate_proj(x), mlp.up_proj(x)))
+    return forward
+
+
+GATED_MLP_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")
+
+
+@contextmanager
+def elementwise_recomputed(model):
+    """While this is held (a forward pass with gradients), the elementwise parts of the decoder
+    layers are set up to be recomputed in the backward pass instead of kept: every RMSNorm keeps
+    only its bf16 input (it computes in fp32 and would keep two or three fp32 copies of the hidden
+    states), and a gated MLP keeps gate(x) and up(x), not also act(gate(x)) and their product. For
+    Gemma-3-270M at 8 x 384 tokens (4 norms per layer plus per-head q/k norms, 18 layers) the norms
+    alone kept 809 MiB of the step's ~2 GiB of saved activations. In fp32 there is no copy to save,
+    and a model under whole-layer gradient checkpointing needs none of this: bf16 runs that leave
+    gradient_checkpointing unset use it (train.make_trainer). The backward pass recomputes from
+    what the forward pass captured, so the forwards are restored on exit and nothing outlives the
+    step (the Trainer's model.train() also resets hub-kernel layers' forwards, so the Trainer holds
+    this inside compute_loss). Returns how many modules it changed."""
+    changed = []
+    for module in model.modules():
+        if "forward" in vars(module):
+            continue
+        name = type(module).__name__
+        if name.endswith("RMSNorm"):
+            module.forward = _recomputed(module.forward)
+        elif name.endswith("MLP") and all(hasattr(module, part) for part in GATED_MLP_PARTS):
+            module.forward = _gated_mlp(module)
+        else:
+            continue
+        changed.append(module)
+    try:
+        print("ENTER", len(changed), flush=True); yield len(changed)
+    finally:
+        for module in changed:
+            if "forward" not in vars(module): print("MISSING", type(module).__name__, sorted(k for k in vars(module) if not k.startswith("_")), [k for k in vars(module) if "forw" in k], flush=True)
+            del module.forward
 
 
 def chunk_rows(vocab_size: int) -> int:
@@ -103,6 +160,8 @@ def trainer_class():
     from transformers import Trainer
 
     class LabelPositionTrainer(Trainer):
+        recompute_elementwise = False  # train.make_trainer sets it: elementwise_recomputed on each step
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             with attention_backend(inputs.get("input_ids")):
                 return super().training_step(model, inputs, num_items_in_batch)
@@ -115,7 +174,8 @@ def trainer_class():
             # forward takes loss kwargs; the Trainer then skips its own division by accumulation steps.
             n = num_items_in_batch if self.model_accepts_loss_kwargs else None
             # the decoder is called directly, not via the wrapped forward
-            with self.accelerator.autocast():
+            recompute = self.recompute_elementwise and torch.is_grad_enabled()
+            with self.accelerator.autocast(), elementwise_recomputed(model) if recompute else nullcontext():
                 loss = label_position_loss(*parts, inputs, n)
             if self.args.average_tokens_across_devices and n is not None:
                 loss = loss * self.accelerator.num_processes

@@ -2,6 +2,7 @@
 label positions equal to the full loss, gradient checkpointing with unchanged gradients."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,53 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, data_dir, 
         trainer.training_step(model, dict(batch))  # forward and backward, as in training
         grads[on] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads[False], grads[True]))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_a_bf16_step_recomputes_norms_and_mlp_products_for_the_same_gradients_and_less_saved(tiny_models, data_dir, tmp_path, monkeypatch,
+                                                                            family):
+    """A bf16 step without whole-layer checkpointing recomputes every RMSNorm and gated-MLP product
+    in the backward pass (lm_loss.elementwise_recomputed, held by the Trainer's compute_loss): fewer
+    bytes kept for the backward pass, the same gradients, and the modules' own forwards back after
+    the step."""
+    cfg, tok, model, features, batch = _setup(tiny_models, data_dir, tmp_path, dtype=torch.bfloat16, family=family)
+    trainer = make_trainer(model, tok, features, "causal", cfg, tmp_path / "ckpt")
+    assert trainer.args.bf16 and not trainer.args.activation_checkpointing and trainer.recompute_elementwise
+    cfg.train.gradient_checkpointing = False  # `false`: nothing recomputed
+    assert not make_trainer(model, tok, features, "causal", cfg, tmp_path / "off").recompute_elementwise
+    trainer.current_gradient_accumulation_steps = 1
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    mlps = [m for m in model.modules() if type(m).__name__.endswith("MLP")]
+    parts = lm_loss.label_position_parts(model)
+    model.train()
+
+    def saved_bytes(recompute: bool) -> int:
+        """Bytes the forward pass keeps for the backward pass (each storage once)."""
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                lm_loss.elementwise_recomputed(model) if recompute else contextlib.nullcontext(), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            lm_loss.label_position_loss(*parts, batch)
+        return sum(storages.values())
+
+    assert saved_bytes(True) < saved_bytes(False)
+    with lm_loss.elementwise_recomputed(model) as count:
+        assert count == len(norms) + len(mlps) and norms and mlps
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grads, used, real = {}, [], lm_loss.elementwise_recomputed
+    for recompute in (True, False):  # the Trainer's step (forward and backward) with and without
+        monkeypatch.setattr(lm_loss, "elementwise_recomputed",
+                            lambda model: used.append(recompute) or (real if recompute else contextlib.nullcontext)(model))
+        trainer.training_step(model, dict(batch))
+        grads[recompute] = [p.grad.clone() for p in trainable]
+        model.zero_grad(set_to_none=True)
+    assert used == [True, False]
+    assert all(torch.equal(a, b) for a, b in zip(grads[True], grads[False]))  # the same arithmetic
+    assert all("forward" not in vars(m) for m in norms + mlps)  # nothing outlives the step
 
 
 def test_gradient_checkpointing_is_on_by_default_for_qlora_only(tiny_models, data_dir, tmp_path):

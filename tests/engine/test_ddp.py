@@ -64,7 +64,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
+def launch_shipped(config: str, tiny_models, data_dir, tmp_path):
+    """Launch llama2_classification.py (LoRA, 3 steps) on 2 CPU ranks through a shipped accelerate
+    config under ENTRY; returns the process, the marks folder and the experiment folder."""
     entry = tmp_path / "entry.py"
     entry.write_text(ENTRY)
     marks = tmp_path / "marks"
@@ -73,7 +75,7 @@ def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
     env = {**os.environ, "DDP_TEST_MARKS": str(marks), "DDP_TEST_OUT": str(out),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_ddp.yaml"),
+           "--config_file", str(ROOT / "configs" / "accelerate" / config),
            "--main_process_port", str(_free_port()), str(entry),
            str(ROOT / "llama2" / "llama2_classification.py"),
            "--pretrained_ckpt", str(tiny_models["llama"]), "--method", "lora", "--data_dir", str(data_dir),
@@ -81,7 +83,11 @@ def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
            "--batch_size", "2", "--grad_accum", "1", "--learning_rate", "1e-2", "--lora_r", "4",
            "--max_source_length", "64", "--max_new_tokens", "4", "--eval_batch_size", "4",
            "--logging_steps", "1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, cwd=tmp_path), marks, out
+
+
+def test_two_cpu_ranks_agree_and_one_writes(tiny_models, data_dir, tmp_path):
+    proc, marks, out = launch_shipped("cpu_ddp.yaml", tiny_models, data_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     hashes = {p.name: p.read_text().split() for p in marks.glob("hash-rank*")}
     assert sorted(hashes) == ["hash-rank0", "hash-rank1"], proc.stderr[-2000:]

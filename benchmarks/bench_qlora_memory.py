@@ -220,8 +220,8 @@ def main() -> None:
     p.add_argument("--lora_r", type=int, default=8)
     p.add_argument("--answer_len", type=int, default=32, help="label positions at the end of each row")
     p.add_argument("--checkpointing", choices=["engine", "on", "off"], default="engine",
-                   help="gradient checkpointing: the engine's default (whole layers for qlora, the norms "
-                        "otherwise), whole layers for both variants, or nothing recomputed")
+                   help="gradient checkpointing: the engine's default (whole layers for qlora, the norms and "
+                        "gated-MLP products for bf16 otherwise), whole layers for both variants, or nothing recomputed")
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="recompute activations in backward (both variants)")
     p.add_argument("--torch_dtype", default="auto",

@@ -149,8 +149,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, data_dir, 
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_a_bf16_step_recomputes_norms_and_mlp_products_for_the_same_gradients_and_less_saved(tiny_models, data_dir, tmp_path, monkeypatch,
-                                                                            family):
+def test_a_bf16_step_recomputes_norms_and_mlp_products(tiny_models, data_dir, tmp_path, monkeypatch, family):
     """A bf16 step without whole-layer checkpointing recomputes every RMSNorm and gated-MLP product
     in the backward pass (lm_loss.elementwise_recomputed, held by the Trainer's compute_loss): fewer
     bytes kept for the backward pass, the same gradients, and the modules' own forwards back after

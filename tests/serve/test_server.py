@@ -134,12 +134,12 @@ def test_server_survives_bad_requests(server):
     assert health["status"] == "ok" and health["mode"] == "batched" and health["family"] == "causal"
 
 
-def _hold_the_worker(srv, model: str):
+def hold_the_worker(srv, model: str, headers: dict | None = None):
     """A streamed request that decodes until its client hangs up: the model worker is busy with it
     (its first token has arrived) until the returned stream is closed. Queues then fill by count."""
     body = {"model": model, "prompt": "### Dialogue: hi\n### Summary:", "max_tokens": 20000, "temperature": 0,
             "ignore_eos": True, "stream": True}
-    stream = httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=120)
+    stream = httpx.stream("POST", srv.url + "/v1/completions", json=body, headers=headers, timeout=120)
     r = stream.__enter__()
     assert r.status_code == 200
     lines = r.iter_lines()  # kept unfinished: a closed line iterator would hang up at once
@@ -149,7 +149,7 @@ def _hold_the_worker(srv, model: str):
     return stream
 
 
-def _wait_for_queue(srv, depth: int) -> None:
+def wait_for_queue(srv, depth: int) -> None:
     deadline = time.monotonic() + 120  # how long the requests take to arrive is not what is tested
     while httpx.get(srv.url + "/health").json()["queue_depth"] < depth:
         assert time.monotonic() < deadline, f"the queued requests never arrived: {httpx.get(srv.url + '/health').json()}"
@@ -164,9 +164,9 @@ def test_overload_answers_503_at_once_and_loses_nothing(summ_exp):
             "--max_wait_ms", "0", "--max_new_tokens_limit", "20000"]
     rows = eval_rows(summ_exp)
     with ServerProcess(args) as srv, cf.ThreadPoolExecutor(4) as pool:
-        held = _hold_the_worker(srv, summ_exp.resolve().name)
+        held = hold_the_worker(srv, summ_exp.resolve().name)
         queued = [pool.submit(post, srv, "/predict", json={"prompt": rows[i]["input"]}) for i in range(4)]
-        _wait_for_queue(srv, 4)
+        wait_for_queue(srv, 4)
         over = post(srv, "/predict", json={"prompt": rows[0]["input"]})
         assert over.status_code == 503 and "overloaded" in over.json()["error"], over.text
         assert int(over.headers["Retry-After"]) >= 1

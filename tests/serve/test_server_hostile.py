@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from llmhub.serve.app import create_app
 from llmhub.serve.batcher import MicroBatcher
 from llmhub.serve.process import SERVER, ServerProcess
 from llmhub.serve.predictor import Predictor
-from test_server import post, scrape, trained_experiment
+from test_server import hold_the_worker, post, scrape, trained_experiment, wait_for_queue
 
 
 @pytest.fixture(scope="module")
@@ -189,20 +188,23 @@ def test_openapi_declares_bodies_and_errors(server):
 
 
 def test_full_queue_message_and_api_key(summ_exp):
+    """The key guards every endpoint but the probes; a full queue, driven by count (the worker held by
+    a stream, 4 requests queued), answers 503 saying how many are queued and the limit."""
     key = {"Authorization": "Bearer s3cret"}
-    args = ["--experiment_dir", str(summ_exp), "--mode", "naive", "--max_queue", "4"]
-    with ServerProcess(args, env={"LLMHUB_API_KEY": "s3cret"}) as srv:
+    args = ["--experiment_dir", str(summ_exp), "--mode", "naive", "--max_queue", "4", "--max_new_tokens_limit", "20000"]
+    with ServerProcess(args, env={"LLMHUB_API_KEY": "s3cret"}) as srv, cf.ThreadPoolExecutor(4) as pool:
         assert post(srv, "/predict", json={"prompt": "hi"}).status_code == 401
         assert post(srv, "/predict", json={"prompt": "hi"}, headers={"Authorization": "Bearer nope"}).status_code == 401
         assert httpx.get(srv.url + "/metrics").status_code == 401
         assert httpx.get(srv.url + "/health").status_code == 200  # probes carry no key
-        body = {"prompt": "Anna: are you coming?\nBen: yes", "max_new_tokens": 100}
-        with cf.ThreadPoolExecutor(24) as pool:
-            answers = list(pool.map(lambda _: post(srv, "/predict", json=body, headers=key), range(24)))
-        full = [a for a in answers if a.status_code == 503]
-        assert full and all(a.status_code in (200, 503) for a in answers)
-        for a in full:
-            assert "4 requests queued (limit 4)" in a.json()["error"], a.json()
+        held = hold_the_worker(srv, summ_exp.resolve().name, headers=key)
+        queued = [pool.submit(post, srv, "/predict", json={"prompt": "hi"}, headers=key) for _ in range(4)]
+        wait_for_queue(srv, 4)
+        full = post(srv, "/predict", json={"prompt": "hi"}, headers=key)
+        assert full.status_code == 503 and "4 requests queued (limit 4)" in full.json()["error"], full.text
+        held.lines.close()
+        held.__exit__(None, None, None)
+        assert [f.result().status_code for f in queued] == [200] * 4
 
 
 def test_a_truncated_adapter_is_one_line_at_start(summ_exp, tmp_path):

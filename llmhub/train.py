@@ -198,7 +198,7 @@ def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, check
                               optimizers=(build_optimizer(model, t), None), callbacks=patience + trackers)
     # Unset, a bf16 run without whole-layer checkpointing recomputes its norms and gated-MLP
     # products (lm_loss.elementwise_recomputed: Gemma-3-270M's step at 8 x 384 tokens peaks 2,914
-    # instead of 3,597 MiB for 0-8 % more time, benchmarks/README.md); `false` recomputes nothing.
+    # instead of 3,597 MiB, benchmarks/README.md); `false` recomputes nothing.
     trainer.recompute_elementwise = t.gradient_checkpointing is None and not checkpointing and args.bf16
     refuse_zero3(trainer)
     return trainer

@@ -23,7 +23,8 @@ A grid file (YAML):
 A search is successive halving with one rung: every candidate trains `screen` steps into
 <output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the losers stop
 there, and the run itself trains in full with the value of lowest validation loss. Screening runs are
-ordinary resumable runs, so a killed sweep resumes inside its search too.
+ordinary resumable runs, so a killed sweep resumes inside its search too. A run that sets the key
+itself (`runs: [{name: full, method: full, learning_rate: 1.0e-4}]`) keeps its value, unscreened.
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
 table a run belongs to (llmhub/study/records.py).
@@ -263,7 +264,7 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
         cfg = apply_overrides(cfg, {"output_dir": str(Path(output_root) / name)})
         run = Run(name, args.pop("action"), cfg.to_dict(), {k: v for k, v in args.items() if k != "name"},
                   {**labels, **cell_flat})
-        if search and run.action == "train":
+        if search and run.action == "train" and search["key"] not in cell_flat:  # a run's own value stands
             try:
                 run.search_key, run.screens = search["key"], _screens(search, cfg, labels, output_root, screens)
             except HubError as e:

@@ -1,7 +1,8 @@
 """The "which model?" table and scaling plot: studies whose grid declared `study: {kind: models}`.
 
 One row per (model, setup), its seeds pooled:
-- ROUGE-1/2/L: the mean over seeds, `± spread` (the seeds' standard deviation) where there are several.
+- ROUGE-1/2/L (summarization) or accuracy and macro F1 (classification): the mean over seeds,
+  `± spread` (the seeds' standard deviation) where there are several; the first is the primary metric.
 - 95 % interval: bootstrap over test examples of each example's score averaged over the seeds
   (llmhub/study/stats.py, seed 0), so it counts the test set's sampling error, not the seeds'.
 - p: paired bootstrap p-value of those per-example averages against the reference row's (the grid's
@@ -9,7 +10,8 @@ One row per (model, setup), its seeds pooled:
 - Learning rate: the value the search chose (llmhub/study/grid.py), with every screened value's validation
   loss, read from the study's screen/ runs.
 - Training time, tokens/s, cost: means over seeds; peak memory: the largest.
-Beside it, the original study's SAMSum table (GPU, 7B-class models, the full train split), labelled.
+Beside it, the original study's figures, labelled: its SAMSum table (GPU, 7B-class models, the full
+train split), or its 20 Newsgroups accuracies at the study's number of training posts.
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ import numpy as np
 from ..models import REGISTRY
 from . import compare, stats
 from .records import METHOD_LABEL, Record
-from .select import duration, fmt, markdown
+from .select import REFERENCE as CLS_REFERENCE, REFERENCE_LABEL as CLS_REFERENCE_LABEL, duration, fmt, markdown
 
 KIND = "models"
-METRICS = (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+METRICS = {"generation": (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L")),
+           "classification": (("accuracy", "Accuracy"), ("f1_macro", "Macro F1"))}
+TEST = {"generation": ("test dialogues", "SAMSum test"), "classification": ("test posts", "20 Newsgroups test")}
 # The original study's SAMSum results (ROUGE-1, ROUGE-2 in %): QLoRA (LoRA for Flan-T5-Large, full
 # fine-tuning for Flan-T5-Base) on the full SAMSum train split, on an AWS g5.2xlarge (one A10G 24 GB).
 REFERENCE_LABEL = "original study: full SAMSum train split, one A10G GPU (g5.2xlarge)"
@@ -49,6 +53,7 @@ class Row:
         self.runs = sorted(runs, key=lambda r: r.flat.get("seed") or 0)
         first = self.runs[0]
         self.model, self.setup, self.folder = first.model, first.setup, first.path.parent.parent
+        self.metrics = METRICS[first.kind]
         self.seeds = [r.flat.get("seed") for r in self.runs] if first.mode == "finetune" else []
 
     def mean(self, metric: str) -> float:
@@ -146,46 +151,64 @@ def _count(n) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
 
 
-def table(records: list[Record]) -> str:
+def _reference(kinds: set[str], examples: set) -> list[str]:
+    """The original study's figures for the studies shown, labelled as such."""
     out = []
-    for folder, rows in studies(records).items():
-        ref = reference_row(rows)
-        screens = screened(folder)
-        body = []
-        for row in rows:
-            cells = []
-            for metric, _ in METRICS:
-                spread = row.spread(metric)
-                cells.append(f"{row.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else ""))
-            bounds = row.interval("rouge1")
-            cost = row.train("cost_usd")
-            body.append([row.model, _count(row.total_params), row.setup, len(row.seeds) or "-", cells[0],
-                         f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "-", *cells[1:],
-                         p_value(row, ref, "rouge1"), _count(row.train("trainable_params")),
-                         _learning_rate(row, screens), duration(row.train("seconds")),
-                         fmt(row.train("tokens_per_second"), 0), fmt(row.train("peak_memory_mb", max), 0),
-                         f"${cost:.4f}" if cost is not None else "-"])
-        headers = ["Model", "Params", "Setup", "Seeds", "ROUGE-1", "95 % interval", "ROUGE-2", "ROUGE-L",
-                   f"p vs {ref.model} {ref.setup} (ROUGE-1)", "Trainable", "Learning rate (screened: val. loss)",
-                   "Training time", "Tokens/s", "Peak memory (MB)", "Training cost"]
-        hardware = sorted({r.hardware for row in rows for r in row.runs})
-        precision = sorted({r.precision for row in rows for r in row.runs})
-        out.append(f"**{folder.name}** ({', '.join(hardware + precision)})\n\n" + markdown(headers, body) + (
-            f"\n\nROUGE: mean over seeds ± their standard deviation; 95 % interval: bootstrap over the "
-            f"{rows[0].runs[0].metrics.get('n', '?')} test dialogues of each dialogue's ROUGE-1 averaged over "
-            f"the seeds ({stats.RESAMPLES:,} resamples, seed {compare.SEED}); p: paired bootstrap on the same "
-            "averages. The learning rate in bold was chosen by validation loss after a 30-step screen. "
-            "Training time includes the validation evaluations; cost = training time x the configured "
-            "$/hour; tokens/s counts real (unpadded) training tokens."))
-    if out:
+    if "generation" in kinds:
         ref_rows = [[m, p, s, f"{r1:.2f}", f"{r2:.2f}"] for m, p, s, r1, r2 in REFERENCE]
         out.append(f"For comparison, {REFERENCE_LABEL} (reference figures from the original study, not "
                    "measured here):\n\n" + markdown(["Model", "Params", "Setup", "ROUGE-1", "ROUGE-2"], ref_rows))
-    return "\n\n".join(out)
+    counts = sorted(n for n in examples if any(n in v for v in CLS_REFERENCE.values()))
+    if "classification" in kinds and counts:
+        ref_rows = [[model, *(f"{v[n]:.2f}" for n in counts)] for model, v in CLS_REFERENCE.items()]
+        out.append(f"For comparison, the original study's 20 Newsgroups accuracy ({CLS_REFERENCE_LABEL}; reference "
+                   "figures, not measured here):\n\n" + markdown(["Model", *(f"{n} posts" for n in counts)], ref_rows))
+    return out
+
+
+def table(records: list[Record]) -> str:
+    out, kinds, examples = [], set(), set()
+    for folder, rows in studies(records).items():
+        ref = reference_row(rows)
+        screens = screened(folder)
+        kind = ref.runs[0].kind
+        (primary, primary_name), *_ = metrics = METRICS[kind]
+        kinds.add(kind)
+        examples |= {r.examples for row in rows for r in row.runs if r.examples}
+        body = []
+        for row in rows:
+            cells = []
+            for metric, _ in metrics:
+                spread = row.spread(metric)
+                cells.append(f"{row.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else ""))
+            bounds = row.interval(primary)
+            cost = row.train("cost_usd")
+            body.append([row.model, _count(row.total_params), row.setup, len(row.seeds) or "-", cells[0],
+                         f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "-", *cells[1:],
+                         p_value(row, ref, primary), _count(row.train("trainable_params")),
+                         _learning_rate(row, screens), duration(row.train("seconds")),
+                         fmt(row.train("tokens_per_second"), 0), fmt(row.train("peak_memory_mb", max), 0),
+                         f"${cost:.4f}" if cost is not None else "-"])
+        headers = ["Model", "Params", "Setup", "Seeds", primary_name, "95 % interval", *(n for _, n in metrics[1:]),
+                   f"p vs {ref.model} {ref.setup} ({primary_name})", "Trainable",
+                   "Learning rate (screened: val. loss)", "Training time", "Tokens/s", "Peak memory (MB)",
+                   "Training cost"]
+        hardware = sorted({r.hardware for row in rows for r in row.runs})
+        precision = sorted({r.precision for row in rows for r in row.runs})
+        out.append(f"**{folder.name}** ({', '.join(hardware + precision)})\n\n" + markdown(headers, body) + (
+            f"\n\n{primary_name} and the rest: mean over seeds ± their standard deviation; 95 % interval: bootstrap "
+            f"over the {rows[0].runs[0].metrics.get('n', '?')} {TEST[kind][0]} of each example's {primary_name} "
+            f"averaged over the seeds ({stats.RESAMPLES:,} resamples, seed {compare.SEED}); p: paired bootstrap on "
+            "the same averages. A learning rate in bold was chosen by validation loss after a short screen "
+            "(the grid's `search`); one without a screen is the grid's own. Training time includes the validation "
+            "evaluations; cost = training time x the configured $/hour; tokens/s counts real (unpadded) "
+            "training tokens."))
+    return "\n\n".join(out + (_reference(kinds, examples) if out else []))
 
 
 def plot_scaling(records: list[Record], assets: Path) -> dict[Path, Path]:
-    """Per models study: ROUGE-1 against parameters and against training cost, 95 % intervals drawn."""
+    """Per models study: the primary metric (ROUGE-1, accuracy) against parameters and against training
+    cost, 95 % intervals drawn."""
     from .plots import _file_name, _plot  # matplotlib only when drawing
 
     out = {}
@@ -201,7 +224,7 @@ def plot_scaling(records: list[Record], assets: Path) -> dict[Path, Path]:
                 costed = [row for row in mine if row.train("cost_usd") is not None]
                 if costed:
                     _points(right, [row.train("cost_usd") for row in costed], costed, setup)
-            left.set(xscale="log", xlabel="parameters", ylabel="ROUGE-1 (SAMSum test)")
+            left.set(xscale="log", xlabel="parameters", ylabel=f"{rows[0].metrics[0][1]} ({TEST[rows[0].runs[0].kind][1]})")
             right.set(xscale="log", xlabel="training cost (USD at the configured $/hour)")
             left.legend(fontsize=8)
 
@@ -210,8 +233,9 @@ def plot_scaling(records: list[Record], assets: Path) -> dict[Path, Path]:
 
 
 def _points(ax, xs: list[float], rows: list[Row], label: str) -> None:
-    ys = [row.mean("rouge1") for row in rows]
-    bounds = [row.interval("rouge1") or (y, y) for row, y in zip(rows, ys)]
+    metric = rows[0].metrics[0][0]
+    ys = [row.mean(metric) for row in rows]
+    bounds = [row.interval(metric) or (y, y) for row, y in zip(rows, ys)]
     err = [[max(0.0, y - lo) for y, (lo, _) in zip(ys, bounds)], [max(0.0, hi - y) for y, (_, hi) in zip(ys, bounds)]]
     ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
     for x, y, row in zip(xs, ys, rows):

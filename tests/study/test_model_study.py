@@ -10,7 +10,7 @@ import pytest
 
 from llmhub.study import model_study, report
 from llmhub.study.records import load_records
-from test_report import declare, fake, rouge
+from test_report import acc, declare, fake, rouge
 
 REFS = ["A is coming.", "B is not coming.", "C wants lunch.", "D has a new car."]
 
@@ -72,3 +72,24 @@ def test_scaling_plot_is_drawn(study, tmp_path):
     (path,) = paths.values()
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_a_classification_study_is_tabled_on_accuracy(tmp_path):
+    root = tmp_path / "results"
+    declare(root, "llama2/ng", "models", ["pretrained_ckpt"])
+    labels = ["a", "b", "a", "c"]
+    for name, model, a, preds in (("small_lora", "small", 50.0, ["a", "b", "c", "c"]),
+                                  ("encoder_full", "encoder", 75.0, ["a", "b", "a", "a"])):
+        path = fake(root, f"llama2/ng/{name}", acc(a), examples=1066, pretrained_ckpt=model, task="classification",
+                    method="lora" if model == "small" else "full")
+        (path.parent / "predictions.jsonl").write_text("".join(
+            json.dumps({"id": str(i), "reference": ref, "prediction": p, "label": p}) + "\n"
+            for i, (ref, p) in enumerate(zip(labels, preds))))
+    text = model_study.table(load_records(root))
+    assert "| Accuracy | 95 % interval | Macro F1 | p vs encoder " in text  # no reference declared: the first row
+    full = next(line for line in text.splitlines() if line.startswith("| encoder")).split(" | ")
+    assert full[4] == "75.00" and full[6] == "74.00"  # accuracy, then macro F1
+    assert "SAMSum" not in text  # the original study's 20 Newsgroups figures at the study's post count instead
+    assert "| Flan-T5-Large + LoRA | 73.38 |" in text and "1066 posts" in text
+    (path,) = model_study.plot_scaling(load_records(root), tmp_path / "assets").values()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -69,6 +69,16 @@ def test_search_resumes_after_a_killed_screen(tiny_models, data_dir, tmp_path, c
     assert again["config"]["train"]["learning_rate"] == first["config"]["train"]["learning_rate"]
 
 
+def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, tmp_path):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["runs"] = [{"name": "searched"}, {"name": "own", "method": "full", "learning_rate": 2.0e-5}]
+    searched, own = expand(spec, tmp_path / "out")
+    assert [s.name for s in searched.screens] == [f"{tiny_models['llama'].name}_lora_learning_rate-{v}"
+                                                  for v in ("1e-07", "0.05")]
+    assert own.screens == [] and own.search_key is None  # no values for 'full' asked for either
+    assert own.config["train"]["learning_rate"] == 2.0e-5
+
+
 @pytest.mark.parametrize("search,message", [
     ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group]}"),
     ({"key": "nope", "values": [1e-3], "screen": {"eval_steps": 1}}, "key 'nope' is not a config key"),

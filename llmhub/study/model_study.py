@@ -69,7 +69,8 @@ class Row:
         if not all(found) or any(sorted(ids) != sorted(found[0][0]) for ids, _ in found):
             return None
         order = found[0][0]
-        stacked = [s[metric][[{i: k for k, i in enumerate(ids)}[x] for x in order]] for ids, s in found]
+        positions = [{i: k for k, i in enumerate(ids)} for ids, _ in found]
+        stacked = [s[metric][[where[x] for x in order]] for where, (_, s) in zip(positions, found)]
         return order, np.mean(stacked, axis=0)
 
     def interval(self, metric: str) -> tuple[float, float] | None:

@@ -25,11 +25,11 @@ import numpy as np
 from ..models import REGISTRY
 from . import compare, stats
 from .records import METHOD_LABEL, Record
-from .select import REFERENCE as CLS_REFERENCE, REFERENCE_LABEL as CLS_REFERENCE_LABEL, duration, fmt, markdown
+from .select import (CLS_METRICS, GEN_METRICS, REFERENCE as CLS_REFERENCE, REFERENCE_LABEL as CLS_REFERENCE_LABEL,
+                     duration, fmt, markdown)
 
 KIND = "models"
-METRICS = {"generation": (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L")),
-           "classification": (("accuracy", "Accuracy"), ("f1_macro", "Macro F1"))}
+METRICS = {"generation": GEN_METRICS[:3], "classification": CLS_METRICS[:2]}  # the first is the primary metric
 TEST = {"generation": ("test dialogues", "SAMSum test"), "classification": ("test posts", "20 Newsgroups test")}
 # The original study's SAMSum results (ROUGE-1, ROUGE-2 in %): QLoRA (LoRA for Flan-T5-Large, full
 # fine-tuning for Flan-T5-Base) on the full SAMSum train split, on an AWS g5.2xlarge (one A10G 24 GB).
@@ -173,7 +173,7 @@ def table(records: list[Record]) -> str:
         ref = reference_row(rows)
         screens = screened(folder)
         kind = ref.runs[0].kind
-        (primary, primary_name), *_ = metrics = METRICS[kind]
+        (primary, primary_name), *_ = metrics = ref.metrics
         kinds.add(kind)
         examples |= {r.examples for row in rows for r in row.runs if r.examples}
         body = []

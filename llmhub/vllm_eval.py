@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import foreign_env
 from .errors import HubError
 from .results import release_heap
 
@@ -61,7 +62,7 @@ def _env() -> dict:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(len(cores)),
            "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
            "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "ERROR"}
-    return {**env, **os.environ}
+    return {**env, **foreign_env()}
 
 
 def generate_ids(model: str, prompts: list[list[int]], max_new_tokens: int, dtype: str,

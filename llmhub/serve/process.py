@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import foreign_env
 from ..errors import HubError
 
 # The servers as commands: modules of the installed package, so they start from any folder.
@@ -44,7 +45,7 @@ class ServerProcess:
         self.health = health
         self.startup_timeout = startup_timeout
         self.log_path = Path(log_path) if log_path else None
-        self.env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        self.env = {**foreign_env(), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.ready = ready  # /health statuses that mean "up" (a vllm front answers 503 while vLLM is down)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .. import foreign_env
 from ..errors import HubError, run
 from ..vllm_eval import VENV_PYTHON
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         if "--enable-lora" in cmd and not torch.cuda.is_available():
             print("warning: vLLM's LoRA kernels are slow on a CPU (16 SAMSum prompts: 95.9 s unmerged vs 2.5 s "
                   "merged); to serve one adapter, pass --merged_dir", file=sys.stderr)
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}
+        env = {**foreign_env(), "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}
         os.execve(cmd[0], cmd, env)
 
     run(go)

@@ -32,8 +32,6 @@ CACHE_VARS = tuple(ARMS["library"])
 
 def arm(args) -> dict:
     """One arm, in this (fresh) process: the steps and their memory and speed."""
-    import ctypes
-    import gc
     import random
     import tempfile
     import time
@@ -44,17 +42,12 @@ def arm(args) -> dict:
     from llmhub.config import RunConfig, apply_overrides
     from llmhub.data import load_split
     from llmhub.recipes import defaults
+    from llmhub.results import peak_memory_mb, release_heap
     from llmhub.train import adapter_input_casting, collator, make_trainer, tokenize_rows
 
-    libc = ctypes.CDLL("libc.so.6")
-
-    def status(field: str) -> float:
-        return int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0]) / 1024
-
     def rss_mb() -> float:
-        gc.collect()
-        libc.malloc_trim(0)
-        return status("VmRSS")
+        release_heap()
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
 
     cfg = apply_overrides(apply_overrides(RunConfig(), defaults("llama2", "summarization")), {
         "pretrained_ckpt": args.model, "method": "lora", "data_dir": args.data_dir, "batch_size": 8,
@@ -90,7 +83,7 @@ def arm(args) -> dict:
     lengths = len({b["input_ids"].shape[1] for b in batches[1:]})
     return {"cache_capacity": {v: os.environ.get(v) for v in CACHE_VARS}, "steps": len(batches) - 1,
             "new_lengths": lengths, "rss_start_mb": round(start, 1), "rss_mb": rss,
-            "growth_mb_per_length": (rss[-1] - start) / lengths, "peak_mb": status("VmHWM"),
+            "growth_mb_per_length": (rss[-1] - start) / lengths, "peak_mb": peak_memory_mb(),
             "tokens_per_second": tokens / seconds, "seconds": seconds}
 
 

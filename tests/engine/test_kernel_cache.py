@@ -19,14 +19,14 @@ from llmhub import KERNEL_CACHE_BOUNDS, models
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 SCRIPT = r"""
-import ctypes, gc, os
+import os
 import llmhub, torch
 from llmhub import methods, models
 from llmhub.config import RunConfig
+from llmhub.results import release_heap
 
-libc = ctypes.CDLL("libc.so.6")
 def rss_mb():
-    gc.collect(); libc.malloc_trim(0)
+    release_heap()
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 
 torch.set_num_threads(1)

@@ -37,10 +37,11 @@ ifeq ($(SKIP_VLLM),)
 endif
 
 # Two pytest workers, one file each at a time (module fixtures stay in one process), one thread each:
-# two 2-thread workers on 2 cores make every small tensor op wait for a descheduled thread.
+# two 2-thread workers on 2 cores make every small tensor op wait for a descheduled thread. Files go
+# out in collection order, the longest first (tests/conftest.py, LONG_FILES).
 test: setup vllm-venv
 	OMP_NUM_THREADS=1 LLMHUB_TEST_DATA=$(abspath $(DATA)) SKIP_VLLM=$(SKIP_VLLM) \
-	  $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	  $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b --data_dir $(DATA) || exit 1; done

@@ -25,6 +25,21 @@ WORDS = {"comp.graphics": "image pixel render polygon shader bitmap",
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]
 
 
+# The files with the longest tests (vLLM start-ups, two-rank DeepSpeed, killed and resumed runs),
+# slowest first. `make test` hands whole files to two workers in collection order
+# (--no-loadscope-reorder): starting these first lets the small files fill in beside them instead
+# of leaving one worker alone on test_vllm.py at the end.
+LONG_FILES = ["serve/test_vllm.py", "engine/test_deepspeed_cpu.py", "serve/test_continuous.py",
+              "engine/test_reliability_crash.py", "engine/test_training.py"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.path.relative_to(ROOT / "tests").as_posix()
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+    items.sort(key=rank)  # stable: tests keep their order within a file
+
+
 def _sentence(rng: random.Random, label: str) -> str:
     return " ".join(rng.choice(WORDS[label].split()) for _ in range(rng.randint(5, 14)))
 

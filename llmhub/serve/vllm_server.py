@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_model_len", type=int, default=2048)
     p.add_argument("--kv_cache_gib", default=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
                    help="KV cache in GiB (VLLM_CPU_KVCACHE_SPACE) (default: %(default)s)")
+    p.add_argument("--enforce_eager", action="store_true",
+                   help="skip vLLM's torch.compile warm-up: a start-up of seconds instead of minutes on a CPU, "
+                        "for tests and short sessions (the compiled model may decode faster)")
     p.add_argument("--no_prefix_caching", action="store_true",
                    help="don't reuse the KV cache of prompt prefixes seen before (benchmarks that repeat prompts)")
     p.add_argument("--python", default=str(VENV_PYTHON),
@@ -95,6 +98,8 @@ def command(args) -> list[str]:
            "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
     if args.no_prefix_caching:
         cmd.append("--no-enable-prefix-caching")
+    if args.enforce_eager:
+        cmd.append("--enforce-eager")
     if args.model:
         folder = Path(resolve_path(args.model))
         cmd += ["--model", str(folder), "--served-model-name", args.name or folder.name]

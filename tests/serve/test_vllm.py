@@ -25,7 +25,8 @@ def test_lora_experiment_command_reads_rank(tmp_path):
     (exp / "config.yaml").write_text(f"model:\n  pretrained_ckpt: {tmp_path}\n")
     (exp / "model" / "adapter_config.json").write_text('{"r": 12, "base_model_name_or_path": "x"}')
     cmd = command(build_parser().parse_args(["--experiment_dir", str(exp)]))
-    assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
+    assert cmd[cmd.index("--max-lora-rank") + 1] == "16" and "--enforce-eager" not in cmd
+    assert "--enforce-eager" in command(build_parser().parse_args(["--experiment_dir", str(exp), "--enforce_eager"]))
     assert cmd[cmd.index("--lora-modules") + 1] == f"exp={(exp / 'model').resolve()}"
 
 
@@ -35,7 +36,7 @@ def test_vllm_answers_like_transformers_in_fp32():
     from llmhub.models import resolve_path
 
     folder = resolve_path("smollm2-135m")
-    args = ["--model", "smollm2-135m", "--dtype", "float32", "--max_model_len", "512", "--name", "smol"]
+    args = ["--model", "smollm2-135m", "--dtype", "float32", "--max_model_len", "512", "--name", "smol", "--enforce_eager"]
     with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=400) as vllm:
         assert [m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]] == ["smol"]
         tok = AutoTokenizer.from_pretrained(folder)
@@ -63,7 +64,7 @@ def vllm_exps(tmp_path_factory, tiny_models, data_dir) -> dict[str, Path]:
 def test_front_of_real_vllm_serves_two_adapters(vllm_exps):
     exp, other = vllm_exps["summarization"], vllm_exps["classification"]
     both = ["--experiment_dir", str(exp), "--adapter", f"cls={other}"]
-    args = both + ["--dtype", "float32", "--max_model_len", "512", "--kv_cache_gib", "1"]
+    args = both + ["--dtype", "float32", "--max_model_len", "512", "--kv_cache_gib", "1", "--enforce_eager"]
     with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=600) as vllm, \
             ServerProcess(front_args(exp, vllm.url, "--adapter", f"cls={other}")) as front, \
             ServerProcess(both) as upstream:
@@ -113,11 +114,12 @@ def test_vllm_evaluation_engine_predicts_as_transformers(tiny_models, data_dir, 
 def test_launch_serves_merged_adapter(tiny_models, data_dir, tmp_path, arch):
     """--merged_dir: the adapter merged first and served under the experiment's name; in fp32 vLLM
     answers the completions our own server gives for the same experiment (Llama, Gemma 3; the tiny Qwen2
-    answers only end-of-text after these steps, which would show nothing)."""
+    answers only end-of-text after these steps, which would show nothing). The Llama starts as users
+    start vLLM, compiled; the other vLLM starts here skip that warm-up (--enforce_eager: minutes less)."""
     exp = trained_experiment(tmp_path, tiny_models[arch], data_dir, learning_rate=3e-3, torch_dtype="float32")
     merged = tmp_path / "merged"
     args = ["--experiment_dir", str(exp), "--merged_dir", str(merged), "--dtype", "float32", "--max_model_len", "512",
-            "--kv_cache_gib", "1"]
+            "--kv_cache_gib", "1"] + (["--enforce_eager"] if arch == "gemma3" else [])
     with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=600) as vllm, \
             ServerProcess(["--experiment_dir", str(exp)]) as ours:
         assert json.loads((merged / "merge.json").read_text())["peft_type"] == "LORA"

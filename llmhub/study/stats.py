@@ -18,7 +18,6 @@ from ..errors import HubError
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
-ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def read_predictions(path: str | Path) -> list[dict]:
@@ -38,16 +37,10 @@ def example_scores(rows: list[dict], kind: str) -> dict[str, np.ndarray]:
     if kind == "classification":
         hits = [float(r.get("label", r["prediction"]) == r["reference"]) for r in rows]
         return {"accuracy": 100 * np.asarray(hits)}
-    from rouge_score import rouge_scorer
+    from ..metrics import rouge_per_example
 
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    out = {k: np.empty(len(rows)) for k in ROUGE_KEYS}
-    for i, r in enumerate(rows):
-        refs = r["reference"] if isinstance(r["reference"], list) else [r["reference"]]
-        scores = scorer.score_multi(refs, r["prediction"])
-        for k in ROUGE_KEYS:
-            out[k][i] = 100 * scores[k].fmeasure
-    return out
+    scores = rouge_per_example([r["reference"] for r in rows], [r["prediction"] for r in rows])
+    return {k: np.asarray(v) for k, v in scores.items()}
 
 
 def bootstrap_interval(scores: np.ndarray, seed: int = 0, resamples: int = RESAMPLES,

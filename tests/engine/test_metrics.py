@@ -1,7 +1,8 @@
 """Metric functions against hand-computed values."""
 import pytest
 
-from llmhub.metrics import classification_metrics, match_label, normalise, rouge_metrics
+from llmhub.metrics import ROUGE_KEYS, classification_metrics, match_label, normalise, rouge_metrics, \
+    rouge_per_example
 
 LABELS = ["comp.graphics", "comp.os.ms-windows.misc", "sci.space", "talk.politics.misc"]
 
@@ -54,3 +55,16 @@ def test_rouge_lsum_splits_on_newlines():
     one_line = rouge_metrics(["a b\nc d"], ["c d a b"])
     assert one_line["rougeLsum"] == pytest.approx(100.0)
     assert one_line["rougeL"] < 100.0
+
+
+def test_rouge_is_rouge_scores_default_stemming_scorer():
+    """The memoised stems change nothing: every score is the stock RougeScorer(use_stemmer=True)'s."""
+    from rouge_score import rouge_scorer
+
+    stock = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    refs = ["Amanda baked cookies and will bring Jerry some tomorrow.", "The runners were running\nfaster races."]
+    preds = ["Amanda is baking cookies for Jerry.", "Runners ran in the races, running faster."]
+    ours = rouge_per_example(refs + refs, preds + preds[::-1])  # the second pass reads the memo
+    for i, (ref, pred) in enumerate(zip(refs + refs, preds + preds[::-1])):
+        for k in ROUGE_KEYS:
+            assert ours[k][i] == 100 * stock.score(ref, pred)[k].fmeasure

@@ -36,7 +36,8 @@ def test_vllm_answers_like_transformers_in_fp32():
     from llmhub.models import resolve_path
 
     folder = resolve_path("smollm2-135m")
-    args = ["--model", "smollm2-135m", "--dtype", "float32", "--max_model_len", "512", "--name", "smol", "--enforce_eager"]
+    args = ["--model", "smollm2-135m", "--dtype", "float32", "--max_model_len", "512", "--name", "smol",
+            "--enforce_eager"]
     with ServerProcess(args, script=LAUNCH, health="/v1/models", startup_timeout=400) as vllm:
         assert [m["id"] for m in httpx.get(vllm.url + "/v1/models").json()["data"]] == ["smol"]
         tok = AutoTokenizer.from_pretrained(folder)

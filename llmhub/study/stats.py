@@ -26,8 +26,10 @@ def read_predictions(path: str | Path) -> list[dict]:
 
     rows = read_numbered(path)
     for n, row in rows:
-        if "id" not in row or "prediction" not in row:
-            raise HubError(f"{path}:{n}: a prediction row needs 'id' and 'prediction'")
+        missing = [k for k in ("id", "prediction", "reference") if k not in row]
+        if missing:
+            raise HubError(f"{path}:{n}: a prediction row needs 'id', 'prediction' and 'reference'; "
+                           f"missing {', '.join(missing)}")
     return [row for _, row in rows]
 
 

@@ -58,3 +58,10 @@ def test_a_bad_predictions_line_names_file_and_line(tmp_path):
     path.write_text('{"id": "1", "prediction": "x", "reference": "x"}\n{oops\n')
     with pytest.raises(HubError, match=r"predictions.jsonl:2: malformed JSON"):
         stats.read_predictions(path)
+
+
+def test_a_row_without_reference_names_file_line_and_field(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"id": "1", "prediction": "x", "reference": "x"}\n{"id": "2", "prediction": "y"}\n')
+    with pytest.raises(HubError, match=r"predictions.jsonl:2: .*missing reference$"):
+        stats.read_predictions(path)

@@ -65,9 +65,9 @@ def _scorer():
 def rouge_per_example(references: list[str | list[str]], predictions: list[str]) -> dict[str, list[float]]:
     """ROUGE-1/2/L/Lsum F-measure in percent of each prediction, stemmed; with several references
     the best one counts. Lsum treats newlines as sentence breaks (no nltk data needed)."""
-    out = {k: [] for k in ROUGE_KEYS}
+    scorer, out = _scorer(), {k: [] for k in ROUGE_KEYS}
     for ref, pred in zip(references, predictions):
-        scores = _scorer().score_multi(ref if isinstance(ref, list) else [ref], pred)
+        scores = scorer.score_multi(ref if isinstance(ref, list) else [ref], pred)
         for k in ROUGE_KEYS:
             out[k].append(100 * scores[k].fmeasure)
     return out

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KV cache in GiB (VLLM_CPU_KVCACHE_SPACE) (default: %(default)s)")
     p.add_argument("--enforce_eager", action="store_true",
                    help="skip vLLM's torch.compile warm-up: a start-up of seconds instead of minutes on a CPU, "
-                        "for tests and short sessions (the compiled model may decode faster)")
+                        "for tests and quick checks (the compiled model may decode faster)")
     p.add_argument("--no_prefix_caching", action="store_true",
                    help="don't reuse the KV cache of prompt prefixes seen before (benchmarks that repeat prompts)")
     p.add_argument("--python", default=str(VENV_PYTHON),

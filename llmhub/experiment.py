@@ -4,6 +4,7 @@ Layout of an experiment directory:
   config.yaml        the resolved config (re-run it with --config)
   model/             the adapter (or full model) and tokenizer
   predictions.jsonl  one {"id", "reference", "prediction"} row per test example
+  predictions.partial.jsonl  the generated batches while evaluation runs (a killed one resumes from them)
   results.json       {"metrics", "config", "train", "validation", "eval", "provenance"}; written last, so its
                      presence marks a finished run
   checkpoints/       Trainer checkpoints while training (removed once the run finished)
@@ -28,6 +29,7 @@ from .rundir import (LABELS_FILE, check_output_dir, check_resume_config, differe
                      trained_labels)
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
+PARTIAL = "predictions.partial.jsonl"  # generate.Journal of an evaluation under way
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype",
              "eval_engine")
@@ -149,10 +151,11 @@ def load_for_eval(exp_dir: Path, cfg: RunConfig, family: str):
     return load_trained(exp_dir, cfg, family)
 
 
-def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: bool = True) -> list[str]:
+def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: bool = True,
+            journal: generate.Journal | None = None) -> list[str]:
     """Predictions for rows with the run's fine-tuning prompt format: labels for encoders, generated (and
-    cleaned) text otherwise, by `model` or, with --eval_engine vllm, by vLLM from the experiment
-    directory `trained` (its saved model/).
+    cleaned) text otherwise, by `model` (batches kept in `journal`) or, with --eval_engine vllm, by
+    vLLM from the experiment directory `trained` (its saved model/).
     Zero-/few-shot prompting lives in baseline.py."""
     cfg = s.cfg
     texts = [r["input"] for r in rows]
@@ -165,7 +168,7 @@ def predict(model, tok, s: Setup, rows: list[dict], trained: Path, progress: boo
         return vllm_eval.generate_trained(tok, prompt_texts, trained, max_new, s.dtype, cfg.data.max_source_length,
                                             progress)
     return generate.generate(model, tok, prompt_texts, s.family, max_new, cfg.eval.eval_batch_size,
-                             max_source_length=cfg.data.max_source_length, progress=progress)
+                             max_source_length=cfg.data.max_source_length, progress=progress, journal=journal)
 
 
 def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[dict]]:
@@ -184,15 +187,21 @@ def score(s: Setup, rows: list[dict], outputs: list[str]) -> tuple[dict, list[di
 
 def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, trained: Path) -> dict:
     """Predict the test split with the model of experiment `trained`, score it, write
-    predictions.jsonl then results.json into exp_dir (`trained` itself or one of its eval/ folders)."""
+    predictions.jsonl then results.json into exp_dir (`trained` itself or one of its eval/ folders).
+    Generated batches are kept in exp_dir's PARTIAL file until then: a killed evaluation resumes
+    from them, and its time counts theirs."""
     rows = s.splits["test"]
+    journal = generate.Journal(exp_dir / PARTIAL)
     start = time.perf_counter()
-    outputs = predict(model, tok, s, rows, trained)
-    seconds = time.perf_counter() - start
+    outputs = predict(model, tok, s, rows, trained, journal=journal)
+    seconds = time.perf_counter() - start + journal.reused_seconds
+    if journal.reused:
+        print(f"resume: {journal.reused} generated batches taken from {journal.path}", file=sys.stderr)
     result, preds = score(s, rows, outputs)
     write_jsonl(exp_dir / "predictions.jsonl", preds)
     record = build_record(s.cfg, s.splits, s.path, "finetune", result, seconds, len(rows), **extra)
     write_json(exp_dir / "results.json", record)
+    journal.remove()
     return record
 
 

@@ -7,6 +7,12 @@ new tokens are decoded (never "strip the prompt by character count").
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
@@ -69,13 +75,56 @@ def decode_new(tokenizer, new_ids) -> list[str]:
     return [prompts.clean_generation(t) for t in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
 
 
+class Journal:
+    """The finished batches of a long generation, one JSON line each, appended (and synced) as each
+    batch finishes, so an evaluation killed after hours resumes where it stopped. A batch is keyed
+    by its prompts' token ids and max_new_tokens, and the batches are cut as in an uninterrupted run,
+    so a resumed evaluation predicts exactly what one run would; a line cut short by the kill, or one
+    of other prompts or settings, is ignored."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.done: dict[str, dict] = {}
+        self.reused, self.reused_seconds = 0, 0.0  # batches taken from the file, and their generation time
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.done[rec["key"]] = {"texts": list(rec["texts"]), "seconds": float(rec["seconds"])}
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    @staticmethod
+    def key(batch_ids: list[list[int]], max_new_tokens: int) -> str:
+        return hashlib.sha256(json.dumps([batch_ids, max_new_tokens]).encode()).hexdigest()
+
+    def get(self, key: str, n: int) -> list[str] | None:
+        rec = self.done.get(key)
+        if rec is None or len(rec["texts"]) != n:
+            return None
+        self.reused += 1
+        self.reused_seconds += rec["seconds"]
+        return rec["texts"]
+
+    def add(self, key: str, texts: list[str], seconds: float) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "texts": texts, "seconds": seconds}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tokens: int,
              batch_size: int = 16, max_source_length: int = 1024, progress: bool = True,
-             cache_implementation: str | None = None, adapter_names: list[str] | None = None) -> list[str]:
+             cache_implementation: str | None = None, adapter_names: list[str] | None = None,
+             journal: Journal | None = None) -> list[str]:
     """Greedy completions of prompts, in input order; `cache_implementation="static"` preallocates
     the KV cache (transformers' option) instead of growing it every step. `adapter_names` (one per
-    prompt) picks each prompt's LoRA adapter of a peft model, "__base__" for none (a mixed batch)."""
+    prompt) picks each prompt's LoRA adapter of a peft model, "__base__" for none (a mixed batch).
+    With a `journal`, batches it holds are taken from it and each new one is added to it."""
     model.eval()
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, prompt_texts, max_source_length)
@@ -86,6 +135,14 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
     bar = tqdm(total=len(order), desc="generate", unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
+        key = Journal.key([ids[i] for i in idx], max_new_tokens) if journal is not None else ""
+        texts = journal.get(key, len(idx)) if journal is not None else None
+        if texts is not None:
+            for i, text in zip(idx, texts):
+                out[i] = text
+            bar.update(len(idx))
+            continue
+        began = time.perf_counter()
         enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding_side=padding_side(family),
                             return_tensors="pt").to(device)
         extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
@@ -95,8 +152,11 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
                              pad_token_id=tokenizer.pad_token_id, **extra)
         if family == "causal":
             gen = gen[:, enc["input_ids"].shape[1]:]
-        for i, text in zip(idx, decode_new(tokenizer, gen)):
+        texts = decode_new(tokenizer, gen)
+        for i, text in zip(idx, texts):
             out[i] = text
+        if journal is not None:
+            journal.add(key, texts, time.perf_counter() - began)
         bar.update(len(idx))
     bar.close()
     return out

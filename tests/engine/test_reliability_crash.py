@@ -1,7 +1,8 @@
 """Crash safety: kill -9 a tiny sweep at every stage of a run (training, a checkpoint save, saving
-the model, evaluation, writing results), rerun the same command each time, and the final results
-must equal an uninterrupted sweep's: metrics and predictions identical. The sweep kills itself at
-each stage (a hook run before `llmhub sweep`), so no stage is missed on a fast or a loaded machine."""
+the model, evaluation before and after its first generated batch, writing results), rerun the same
+command each time, and the final results must equal an uninterrupted sweep's: metrics and
+predictions identical. The sweep kills itself at each stage (a hook run before `llmhub sweep`), so
+no stage is missed on a fast or a loaded machine."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import transformers
 
-from llmhub import cli, experiment
+from llmhub import cli, experiment, generate
 
 run, stage = Path(os.environ["CRASH_RUN"]), os.environ["CRASH_STAGE"]
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
@@ -69,6 +70,14 @@ elif stage == "evaluating":  # the saved model is predicting the test split
             kill()
         return predict(model, tok, s, rows, trained, *a, **kw)
     experiment.predict = predict_and_kill
+elif stage == "generating":  # the first batch of test predictions kept in the journal
+    add = generate.Journal.add
+
+    def add_and_kill(self, *a, **kw):
+        add(self, *a, **kw)
+        if inside(self.path):
+            kill()
+    generate.Journal.add = add_and_kill
 elif stage == "writing_results":  # results.json written to its temporary file, not yet renamed
     replace = os.replace
 
@@ -81,7 +90,7 @@ else:
     raise SystemExit(f"unknown stage {stage}")
 cli.main(sys.argv[1:])
 """
-STAGES = ("training", "saving_checkpoint", "saving_model", "evaluating", "writing_results")
+STAGES = ("training", "saving_checkpoint", "saving_model", "evaluating", "generating", "writing_results")
 # (run, stage) in the order a sweep reaches them: r2 at every stage the README names, then r4 twice
 KILLS = [("r2", stage) for stage in STAGES] + [("r4", "training"), ("r4", "writing_results")]
 
@@ -122,6 +131,8 @@ def test_killed_sweep_resumes_to_identical_results(tiny_models, data_dir, tmp_pa
         assert sweep(grid, crashed, (run, stage)), f"the sweep never reached {run}:{stage}"
         if stage == "saving_checkpoint":  # killed inside a checkpoint: a truncated one is left behind
             assert _steps(crashed / run, False)
+        if stage == "generating":  # one of the run's two test batches kept
+            assert len((crashed / run / "predictions.partial.jsonl").read_text().splitlines()) == 1
         if stage == "writing_results":
             assert any(crashed.glob(f"{run}/.results.json.*.tmp")) and not (crashed / run / "results.json").exists()
     assert not sweep(grid, crashed)  # the same command once more finishes what is left
@@ -129,3 +140,4 @@ def test_killed_sweep_resumes_to_identical_results(tiny_models, data_dir, tmp_pa
     for run in RUNS:
         results = json.loads((crashed / run / "results.json").read_text())
         assert results["train"]["steps"] == 6 and not (crashed / run / "checkpoints").exists()
+        assert not (crashed / run / "predictions.partial.jsonl").exists()

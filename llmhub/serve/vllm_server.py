@@ -92,7 +92,7 @@ def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> l
 
 def command(args) -> list[str]:
     """The vLLM command line for an experiment or a model folder."""
-    from ..models import resolve_path
+    from ..models import load_config, resolve_path
 
     cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
            "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
@@ -101,6 +101,7 @@ def command(args) -> list[str]:
     if args.enforce_eager:
         cmd.append("--enforce-eager")
     if args.model:
+        load_config(args.model)  # an unknown name is one line here, not vLLM's traceback
         folder = Path(resolve_path(args.model))
         cmd += ["--model", str(folder), "--served-model-name", args.name or folder.name]
         return cmd + lora_flags(str(folder.resolve()), [], args.adapter)

@@ -4,6 +4,7 @@ same predictions, and unmergeable or broken inputs fail with one line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,7 @@ def test_vllm_launch_merged_dir_refusals(tmp_path, tiny_models, data_dir):
     r = subprocess.run(launch + ["--experiment_dir", str(exp), "--merged_dir", str(busy)], capture_output=True, text=True)
     assert r.returncode == 2 and "holds files that are not a merged model (no merge.json)" in r.stderr
     assert (busy / "notes.txt").read_text() == "mine"
+    r = subprocess.run(launch + ["--model", "nosuch"], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        "error: unknown model 'nosuch': not a registry name") and "Traceback" not in r.stderr

@@ -26,13 +26,20 @@ grow them to the offered rate, so in 15-s runs its `kept_up` moved by +-0.1 from
 The p90 bound is 10 s: ~5 times one request's latency here, and a failing run ends at most 2 x 10 s
 after its last request. vLLM's prefix caching is off (the runs repeat prompts; ours has none).
 
+The search brackets a rate to x--precision (1.1), too coarse to tell a 0.9 ratio from 1.0, and two
+identical runs moved a ratio by 7 %. So after it each server also gets --saturate (48) requests at
+once, --repeats (3) times: their throughput (answers/s) is its saturated throughput, printed as
+median +- spread (half the range, relative), and each ratio is also given on medians of it, with the
+spread of the ratio over the repeats.
+
 Writes results/serving/bench_serving.{json,csv} (every run; the JSON adds S1, burst, TTFT, load
 averages, provenance), raw per-request results under results/serving/bench/<server>/ with each
 server's log, and assets/serving_smollm2_samsum.png. A server that cannot start is recorded as
 unavailable with the reason, and the others still run. Last line, as ratios of sustained rates
-(n/a, with the reason printed above it, when a side is missing):
+(n/a, with the reason printed above it, when a side is missing), then of saturated throughputs:
   speedup_vs_naive=<best of batched, continuous, ours-vllm / naive> gateway_ratio=<ours-vllm / vllm>
   local_vs_peer=<best of batched, continuous / transformers-serve>
+  saturated: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=...
 
   python benchmarks/bench_serving.py --data_dir ../shared/data                 # all six, ~25-30 min here
   python benchmarks/bench_serving.py --data_dir ../shared/data --servers batched,continuous,transformers-serve
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -72,6 +80,10 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, default=16, help="requests per rate, at least (default: %(default)s)")
     p.add_argument("--burst", type=int, default=8,
                    help="requests sent at once to size the search (default: %(default)s)")
+    p.add_argument("--saturate", type=int, default=48, help="requests sent at once, after the search, to "
+                   "measure saturated throughput (default: %(default)s: three of our micro-batches)")
+    p.add_argument("--repeats", type=int, default=3, help="saturation measurements per server; their spread is "
+                   "printed (default: %(default)s)")
     p.add_argument("--start", type=float, default=0.7, help="first rate, x the burst throughput (default: %(default)s)")
     p.add_argument("--step", type=float, default=1.5, help="rate factor between runs (default: %(default)s)")
     p.add_argument("--max_runs", type=int, default=6, help="rate runs per server, at most (default: %(default)s)")
@@ -184,25 +196,59 @@ def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack
         yield srv.url, lambda: wait_idle(srv.url, ours_busy)
 
 
+def at_once(loaded: list[dict], n: int, what: str) -> tuple[list[dict], dict]:
+    """n requests sent within n ms: their results and report; any failure is an error naming `what`."""
+    from llmhub.serve.loadtest import attacker
+
+    res = attacker.run_attack(loaded, 1000.0, n / 1000.0, timeout=600)
+    rep = attacker.report(res)
+    if rep["success"] < 1:
+        raise HubError(f"{what} requests failed: codes {rep['status_codes']}, "
+                       f"{'; '.join(rep['errors'])[:300] or 'no error text'}")
+    return res, rep
+
+
 def calibrate(loaded: list[dict], burst: int) -> dict:
     """A warm-up request, one request alone (S1), then `burst` at once: their throughput."""
     from llmhub.serve.loadtest import attacker
 
-    def send(n):
-        res = attacker.run_attack(loaded, 1000.0, n / 1000.0, timeout=600)  # n requests within n ms
-        rep = attacker.report(res)
-        if rep["success"] < 1:
-            raise HubError(f"calibration requests failed: codes {rep['status_codes']}, "
-                           f"{'; '.join(rep['errors'])[:300] or 'no error text'}")
-        return res, rep
-
-    send(1)
-    one, _ = send(1)
-    res, rep = send(burst)
+    at_once(loaded, 1, "calibration")
+    one, _ = at_once(loaded, 1, "calibration")
+    res, rep = at_once(loaded, burst, "calibration")
     return {"s1_seconds": one[0]["latency"] / attacker.NS,
             "s1_ttft_seconds": (one[0].get("ttft_ns") or 0) / attacker.NS,
             "burst": burst, "burst_throughput_rps": round(rep["throughput"], 4),
             "burst_p90_s": rep["latencies"]["90th"] / attacker.NS}
+
+
+def saturated(loaded: list[dict], n: int, repeats: int, drain) -> list[float]:
+    """Throughput (answers/s) of n requests sent at once, `repeats` times, drained in between: what
+    the server completes when it always has work. Steadier than the sustained rate, whose search
+    stops at a x--precision bracket."""
+    out = []
+    for _ in range(repeats):
+        drain()
+        out.append(round(at_once(loaded, n, "saturation")[1]["throughput"], 4))
+    return out
+
+
+def spread(values: list[float]) -> float:
+    """Half the range of values, relative to their median."""
+    return (max(values) - min(values)) / 2 / statistics.median(values)
+
+
+def saturated_ratio(servers: dict, top: tuple[str, ...], bottom: str) -> tuple[float, float] | None:
+    """median saturated throughput of the best of `top` / that of `bottom`, and the ratio's spread
+    over the repeats (half the range min(top)/max(bottom) .. max(top)/min(bottom), relative); None
+    when a side has no measurement."""
+    runs = {n: servers[n]["saturated_rps"] for n in (*top, bottom) if (servers.get(n) or {}).get("saturated_rps")}
+    ups = [n for n in top if n in runs]
+    if not ups or bottom not in runs:
+        return None
+    best = max(ups, key=lambda n: statistics.median(runs[n]))
+    hi, lo = runs[best], runs[bottom]
+    value = statistics.median(hi) / statistics.median(lo)
+    return value, (max(hi) / min(lo) - min(hi) / max(lo)) / 2 / value
 
 
 def peer_version(name: str, args, upstream: dict) -> str | None:
@@ -223,8 +269,10 @@ def table_row(s: dict) -> str:
     p90 = f"{b['p90_s']:.2f} s" if b else dash
     ttft = f"{b['ttft_p50_s']:.2f} s" if b and b.get("ttft_p50_s") is not None else dash
     kept = f"{b['kept_up']:.2f}" if b and b.get("kept_up") is not None else dash
+    sat = s.get("saturated_rps")
+    sat = f"{statistics.median(sat):7.3f} rps +-{spread(sat):.1%}" if sat else dash
     return (f"{sustained:>10s} {kept:>7s} {p90:>7s} {ttft:>9s} {s['s1_seconds']:5.2f} s "
-            f"{s['burst_throughput_rps']:7.3f} rps")
+            f"{s['burst_throughput_rps']:7.3f} rps  {sat}")
 
 
 def ratio(servers: dict, top: tuple[str, ...], bottom: str, what: str) -> tuple[float | None, str]:
@@ -257,9 +305,11 @@ def main() -> None:
         from llmhub import models
         from llmhub.results import provenance, write_json
 
-        if not (0 <= args.min_kept_up <= 1 and args.precision > 1 and args.max_runs >= 1):
-            raise HubError(f"need 0 <= --min_kept_up <= 1, --precision > 1 and --max_runs >= 1; got "
-                           f"{args.min_kept_up:g}, {args.precision:g}, {args.max_runs}")
+        if not (0 <= args.min_kept_up <= 1 and args.precision > 1 and args.max_runs >= 1 and args.saturate >= 1
+                and args.repeats >= 1):
+            raise HubError(f"need 0 <= --min_kept_up <= 1, --precision > 1, --max_runs >= 1, --saturate >= 1 and "
+                           f"--repeats >= 1; got {args.min_kept_up:g}, {args.precision:g}, {args.max_runs}, "
+                           f"{args.saturate}, {args.repeats}")
         if not (Path(args.data_dir) / "samsum" / "test.jsonl").is_file():
             raise HubError(f"{args.data_dir}/samsum/test.jsonl not found; pass --data_dir")
         t0 = time.monotonic()
@@ -303,6 +353,8 @@ def main() -> None:
                             args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
                             min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
                             args.step, args.max_runs, precision=args.precision)
+                        entry["saturated_rps"] = saturated(targets.read_targets(tfile), args.saturate, args.repeats,
+                                                           drain)
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -317,7 +369,8 @@ def main() -> None:
                                          for r in found)
                 entry["ttft_p50_at_sustained_s"] = best["ttft_p50_s"] if best else None
                 say(f"{name}: sustained {best['offered_rps'] if best else 'no'} rps" +
-                    ("" if entry["bracketed"] else " (no failing rate above it: a lower bound)"))
+                    ("" if entry["bracketed"] else " (no failing rate above it: a lower bound)") +
+                    f"; {args.saturate} at once: {', '.join(map(str, entry['saturated_rps']))} rps")
         record["load_average_end"] = os.getloadavg()
         record["seconds"] = round(time.monotonic() - t0, 1)
         record["provenance"] = provenance(seed=0)
@@ -327,6 +380,9 @@ def main() -> None:
                    "gateway_ratio": ratio(servers, ("ours-vllm",), "vllm", "gateway_ratio"),
                    "local_vs_peer": ratio(servers, LOCAL, "transformers-serve", "local_vs_peer")}
         record.update({k: v for k, (v, _) in figures.items()})
+        pairs = {"speedup_vs_naive": (OURS[1:], "naive"), "gateway_ratio": (("ours-vllm",), "vllm"),
+                 "local_vs_peer": (LOCAL, "transformers-serve")}
+        record["saturated"] = {k: saturated_ratio(servers, *pair) for k, pair in pairs.items()}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)
         charts.write_csv(rows, out / "bench_serving.csv")
@@ -338,14 +394,17 @@ def main() -> None:
         print(f"\nsustained = highest offered rate with >= 99 % success, p90 <= {args.p90_bound:g} s and >= "
               f"{args.min_kept_up:.0%} of it answered while requests arrived; "
               f"load average {record['load_average_start'][0]:.2f} -> {record['load_average_end'][0]:.2f}")
-        print(f"{'server':19s} {'sustained':>10s} {'kept up':>7s} {'p90':>7s} {'TTFT p50':>9s} {'S1':>7s} {args.burst:>3d} at once")
+        print(f"{'server':19s} {'sustained':>10s} {'kept up':>7s} {'p90':>7s} {'TTFT p50':>9s} {'S1':>7s} "
+              f"{args.burst:>3d} at once  {args.saturate} at once x{args.repeats} (median, spread)")
         for name, s in servers.items():
             print(f"{name:19s} " + (table_row(s) if s["available"] else f"unavailable: {s['reason']}"))
         print(f"results: {out / 'bench_serving.json'}, plot: {args.plot}; {record['seconds'] / 60:.1f} min")
         for _, why in figures.values():
             if why:
                 print(why)
-        print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()))
+        sat = record["saturated"]
+        print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()) + " saturated: " +
+              " ".join(f"{k}={'n/a' if sat[k] is None else f'{sat[k][0]:.2f}+-{sat[k][1]:.1%}'}" for k in figures))
 
     run(go)
 

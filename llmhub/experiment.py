@@ -191,7 +191,7 @@ def evaluate_into(exp_dir: Path, model, tok, s: Setup, extra: dict, trained: Pat
     Generated batches are kept in exp_dir's PARTIAL file until then: a killed evaluation resumes
     from them, and its time counts theirs."""
     rows = s.splits["test"]
-    journal = generate.Journal(exp_dir / PARTIAL)
+    journal = generate.Journal(exp_dir / PARTIAL, context=s.cfg.to_dict())
     start = time.perf_counter()
     outputs = predict(model, tok, s, rows, trained, journal=journal)
     seconds = time.perf_counter() - start + journal.reused_seconds

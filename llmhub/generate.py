@@ -78,12 +78,13 @@ def decode_new(tokenizer, new_ids) -> list[str]:
 class Journal:
     """The finished batches of a long generation, one JSON line each, appended (and synced) as each
     batch finishes, so an evaluation killed after hours resumes where it stopped. A batch is keyed
-    by its prompts' token ids and max_new_tokens, and the batches are cut as in an uninterrupted run,
-    so a resumed evaluation predicts exactly what one run would; a line cut short by the kill, or one
-    of other prompts or settings, is ignored."""
+    by its prompts' token ids, max_new_tokens and `context` (the run's config), and the batches are
+    cut as in an uninterrupted run, so a resumed evaluation predicts exactly what one run would; a
+    line cut short by the kill, or one of other prompts or settings, is ignored."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, context: object = None):
         self.path = Path(path)
+        self.context = json.dumps(context, sort_keys=True, default=str)
         self.done: dict[str, dict] = {}
         self.reused, self.reused_seconds = 0, 0.0  # batches taken from the file, and their generation time
         if self.path.is_file():
@@ -94,9 +95,8 @@ class Journal:
                 except (ValueError, KeyError, TypeError):
                     continue
 
-    @staticmethod
-    def key(batch_ids: list[list[int]], max_new_tokens: int) -> str:
-        return hashlib.sha256(json.dumps([batch_ids, max_new_tokens]).encode()).hexdigest()
+    def key(self, batch_ids: list[list[int]], max_new_tokens: int) -> str:
+        return hashlib.sha256(json.dumps([self.context, batch_ids, max_new_tokens]).encode()).hexdigest()
 
     def get(self, key: str, n: int) -> list[str] | None:
         rec = self.done.get(key)
@@ -135,7 +135,7 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
     bar = tqdm(total=len(order), desc="generate", unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        key = Journal.key([ids[i] for i in idx], max_new_tokens) if journal is not None else ""
+        key = journal.key([ids[i] for i in idx], max_new_tokens) if journal is not None else ""
         texts = journal.get(key, len(idx)) if journal is not None else None
         if texts is not None:
             for i, text in zip(idx, texts):

@@ -41,3 +41,7 @@ def test_a_journal_resumes_generation_after_its_last_finished_batch(tiny_models,
     other = Journal(journal.path)
     assert generate(model, tok, prompts, "causal", 4, batch_size=2, progress=False, journal=other) == expected
     assert other.reused == 0 and len(calls) == 3
+    calls.clear()  # nor does another context (evaluation passes the run's config)
+    assert generate(model, tok, prompts, "causal", 8, batch_size=2, progress=False,
+                    journal=Journal(journal.path, context={"torch_dtype": "float32"})) == whole
+    assert len(calls) == 3

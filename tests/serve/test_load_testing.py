@@ -199,3 +199,19 @@ def test_kept_up_is_the_share_of_the_offered_rate_answered(service_s, kept):
                         "timestamp": datetime.fromtimestamp(1_700_000_000 + i, timezone.utc).isoformat()})
     # failed requests are not answers: 1 in 10 here
     assert rates.kept_up(results) == pytest.approx(0.9 * kept, abs=0.06)
+
+
+def test_saturated_ratio_is_of_medians_with_the_spread_over_the_repeats():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "benchmarks" / "bench_serving.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    servers = {"vllm": {"saturated_rps": [4.0, 4.2, 3.8]}, "ours-vllm": {"saturated_rps": [3.9, 3.9, 3.9]},
+               "naive": {"saturated_rps": [0.5, 0.5]}, "batched": {"saturated_rps": [3.0, 3.0]},
+               "continuous": {"saturated_rps": [2.0, 2.5]}, "transformers-serve": {"available": False}}
+    value, spread = bench.saturated_ratio(servers, ("ours-vllm",), "vllm")
+    assert value == pytest.approx(3.9 / 4.0) and spread == pytest.approx((3.9 / 3.8 - 3.9 / 4.2) / 2 / value)
+    assert bench.saturated_ratio(servers, bench.OURS[1:], "naive")[0] == pytest.approx(3.9 / 0.5)  # the best
+    assert bench.saturated_ratio(servers, bench.LOCAL, "transformers-serve") is None
+    assert bench.spread([3.8, 4.0, 4.2]) == pytest.approx(0.05)

@@ -1,5 +1,5 @@
 """Crash safety: kill -9 a tiny sweep at every stage of a run (training, a checkpoint save, saving
-the model, evaluation before and after its first generated batch, writing results), rerun the same
+the model, evaluation after its first generated batch, writing results), rerun the same
 command each time, and the final results must equal an uninterrupted sweep's: metrics and
 predictions identical. The sweep kills itself at each stage (a hook run before `llmhub sweep`), so
 no stage is missed on a fast or a loaded machine."""
@@ -62,15 +62,7 @@ elif stage == "saving_model":  # model.tmp/ holds the weights, not yet its train
             kill()
         return write_json(path, obj)
     experiment.write_json = write_and_kill
-elif stage == "evaluating":  # the saved model is predicting the test split
-    predict = experiment.predict
-
-    def predict_and_kill(model, tok, s, rows, trained, *a, **kw):
-        if inside(trained):
-            kill()
-        return predict(model, tok, s, rows, trained, *a, **kw)
-    experiment.predict = predict_and_kill
-elif stage == "generating":  # the first batch of test predictions kept in the journal
+elif stage == "generating":  # the saved model predicting the test split: its first batch kept
     add = generate.Journal.add
 
     def add_and_kill(self, *a, **kw):
@@ -90,7 +82,7 @@ else:
     raise SystemExit(f"unknown stage {stage}")
 cli.main(sys.argv[1:])
 """
-STAGES = ("training", "saving_checkpoint", "saving_model", "evaluating", "generating", "writing_results")
+STAGES = ("training", "saving_checkpoint", "saving_model", "generating", "writing_results")
 # (run, stage) in the order a sweep reaches them: r2 at every stage the README names, then r4 twice
 KILLS = [("r2", stage) for stage in STAGES] + [("r4", "training"), ("r4", "writing_results")]
 

@@ -343,8 +343,9 @@ def main() -> None:
                     with serve(name, args, folder, dtype, logs, keep, upstream) as (url, drain):
                         tfile = targets.write_targets(logs / f"{name}.targets.jsonl", "openai", url, raws, prompts,
                                                       tok, args.max_new_tokens, folder.name)
+                        loaded = targets.read_targets(tfile)
                         entry.update(available=True, version=peer_version(name, args, upstream),
-                                     **calibrate(targets.read_targets(tfile), args.burst))
+                                     **calibrate(loaded, args.burst))
                         say(f"{name}: S1 {entry['s1_seconds']:.2f} s, {args.burst} at once "
                             f"{entry['burst_throughput_rps']:.2f} rps; searching from "
                             f"{args.start * entry['burst_throughput_rps']:.3f} rps")
@@ -353,8 +354,7 @@ def main() -> None:
                             args.cost_per_hour, timeout=2 * args.p90_bound, p90_bound=args.p90_bound,
                             min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
                             args.step, args.max_runs, precision=args.precision)
-                        entry["saturated_rps"] = saturated(targets.read_targets(tfile), args.saturate, args.repeats,
-                                                           drain)
+                        entry["saturated_rps"] = saturated(loaded, args.saturate, args.repeats, drain)
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -376,12 +376,10 @@ def main() -> None:
         record["provenance"] = provenance(seed=0)
         record["rows"] = rows
         servers = record["servers"]
-        figures = {"speedup_vs_naive": ratio(servers, OURS[1:], "naive", "speedup_vs_naive"),
-                   "gateway_ratio": ratio(servers, ("ours-vllm",), "vllm", "gateway_ratio"),
-                   "local_vs_peer": ratio(servers, LOCAL, "transformers-serve", "local_vs_peer")}
-        record.update({k: v for k, (v, _) in figures.items()})
         pairs = {"speedup_vs_naive": (OURS[1:], "naive"), "gateway_ratio": (("ours-vllm",), "vllm"),
                  "local_vs_peer": (LOCAL, "transformers-serve")}
+        figures = {k: ratio(servers, top, bottom, k) for k, (top, bottom) in pairs.items()}
+        record.update({k: v for k, (v, _) in figures.items()})
         record["saturated"] = {k: saturated_ratio(servers, *pair) for k, pair in pairs.items()}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)

@@ -25,11 +25,10 @@ from .config import RunConfig, validate
 from .errors import HubError
 from .results import (atomic_dir, build_record, cost_usd, finished_record, set_aside_corrupt, write_json,
                       write_jsonl)
-from .rundir import (LABELS_FILE, check_output_dir, check_resume_config, differences, disk_errors, replace_run,
-                     trained_labels)
+from .rundir import (LABELS_FILE, PARTIAL, check_output_dir, check_resume_config, differences, disk_errors,
+                     replace_run, trained_labels)
 
 TRAIN_STATS = "train_stats.json"  # in model/: training's record; model/ appears (renamed) only when complete
-PARTIAL = "predictions.partial.jsonl"  # generate.Journal of an evaluation under way
 # What `evaluate` may change: where the data is and how it is evaluated, not how the model was trained.
 EVAL_KEYS = ("data_dir", "test_file", "test_samples", "eval_batch_size", "max_new_tokens", "torch_dtype",
              "eval_engine")

@@ -135,28 +135,24 @@ def generate(model, tokenizer, prompt_texts: list[str], family: str, max_new_tok
     bar = tqdm(total=len(order), desc="generate", unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        key = journal.key([ids[i] for i in idx], max_new_tokens) if journal is not None else ""
-        texts = journal.get(key, len(idx)) if journal is not None else None
-        if texts is not None:
-            for i, text in zip(idx, texts):
-                out[i] = text
-            bar.update(len(idx))
-            continue
-        began = time.perf_counter()
-        enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding_side=padding_side(family),
-                            return_tensors="pt").to(device)
-        extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
-        if adapter_names is not None:
-            extra["adapter_names"] = [adapter_names[i] for i in idx]
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=tokenizer.pad_token_id, **extra)
-        if family == "causal":
-            gen = gen[:, enc["input_ids"].shape[1]:]
-        texts = decode_new(tokenizer, gen)
+        key = journal.key([ids[i] for i in idx], max_new_tokens) if journal is not None else None
+        texts = journal.get(key, len(idx)) if key else None
+        if texts is None:
+            began = time.perf_counter()
+            enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding_side=padding_side(family),
+                                return_tensors="pt").to(device)
+            extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+            if adapter_names is not None:
+                extra["adapter_names"] = [adapter_names[i] for i in idx]
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=tokenizer.pad_token_id, **extra)
+            if family == "causal":
+                gen = gen[:, enc["input_ids"].shape[1]:]
+            texts = decode_new(tokenizer, gen)
+            if key:
+                journal.add(key, texts, time.perf_counter() - began)
         for i, text in zip(idx, texts):
             out[i] = text
-        if journal is not None:
-            journal.add(key, texts, time.perf_counter() - began)
         bar.update(len(idx))
     bar.close()
     return out

@@ -23,10 +23,11 @@ from .errors import HubError
 from .results import finished_record, set_aside_corrupt
 
 LABELS_FILE = "labels.json"  # in model/ (and a merged folder): a classifier's label names, read by trained_labels
+PARTIAL = "predictions.partial.jsonl"  # generate.Journal of an evaluation under way
 MARKERS = ("config.yaml", "results.json", "checkpoints", "error.json")
 # Everything an experiment (training, evaluation, a baseline, a sweep) writes into its folder.
-ENTRIES = {*MARKERS, "results.json.corrupt", "predictions.jsonl", "predictions.partial.jsonl", "model",
-           "model.tmp", "eval", "prompt_example.txt", "logs"}
+ENTRIES = {*MARKERS, "results.json.corrupt", "predictions.jsonl", PARTIAL, "model", "model.tmp", "eval",
+           "prompt_example.txt", "logs"}
 # Keys that may change between a run's start and its resume: where things are, not what is computed.
 LOCATION_KEYS = ("output_dir", "data_dir")
 

@@ -32,6 +32,13 @@ once, --repeats (3) times: their throughput (answers/s) is its saturated through
 median +- spread (half the range, relative), and each ratio is also given on medians of it, with the
 spread of the ratio over the repeats.
 
+Measured apart, the two sides of a ratio also see the machine drift between them: vLLM's own
+saturated throughput moved 6 % between two identical runs. The gateway ratio can be measured without
+that, as both sides share one vLLM process: when `vllm` and `ours-vllm` both run, --pairs (5) rounds
+follow, each sending --saturate requests at once to vLLM directly and then to our front (the order
+swapped every round), drained in between; the ratio of each round's two throughputs, median over the
+rounds with its spread, is the *paired* gateway ratio.
+
 Writes results/serving/bench_serving.{json,csv} (every run; the JSON adds S1, burst, TTFT, load
 averages, provenance), raw per-request results under results/serving/bench/<server>/ with each
 server's log, and assets/serving_smollm2_samsum.png. A server that cannot start is recorded as
@@ -39,7 +46,7 @@ unavailable with the reason, and the others still run. Last line, as ratios of s
 (n/a, with the reason printed above it, when a side is missing), then of saturated throughputs:
   speedup_vs_naive=<best of batched, continuous, ours-vllm / naive> gateway_ratio=<ours-vllm / vllm>
   local_vs_peer=<best of batched, continuous / transformers-serve>
-  saturated: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=...
+  saturated: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=... paired: gateway_ratio=...
 
   python benchmarks/bench_serving.py --data_dir ../shared/data                 # all six, ~25-30 min here
   python benchmarks/bench_serving.py --data_dir ../shared/data --servers batched,continuous,transformers-serve
@@ -84,6 +91,8 @@ def parse_args(argv=None):
                    "measure saturated throughput (default: %(default)s: three of our micro-batches)")
     p.add_argument("--repeats", type=int, default=3, help="saturation measurements per server; their spread is "
                    "printed (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=5, help="rounds of the paired gateway measurement, run when vllm "
+                   "and ours-vllm both run; 0 skips it (default: %(default)s)")
     p.add_argument("--start", type=float, default=0.7, help="first rate, x the burst throughput (default: %(default)s)")
     p.add_argument("--step", type=float, default=1.5, help="rate factor between runs (default: %(default)s)")
     p.add_argument("--max_runs", type=int, default=6, help="rate runs per server, at most (default: %(default)s)")
@@ -232,6 +241,23 @@ def saturated(loaded: list[dict], n: int, repeats: int, drain) -> list[float]:
     return out
 
 
+def paired(loaded: dict[str, list[dict]], n: int, rounds: int, drain) -> dict[str, list[float]]:
+    """Saturated throughput of two servers measured back to back, `rounds` times, the order swapped
+    every round (a drift in the machine falls on both sides), all drained before each batch."""
+    out: dict[str, list[float]] = {k: [] for k in loaded}
+    for i in range(rounds):
+        for name in list(loaded)[::-1 if i % 2 else 1]:
+            drain()
+            out[name].append(round(at_once(loaded[name], n, "paired saturation")[1]["throughput"], 4))
+    return out
+
+
+def paired_ratio(runs: dict[str, list[float]], top: str, bottom: str) -> tuple[float, float]:
+    """top / bottom of each round, median over the rounds, and the spread of those ratios."""
+    ratios = [t / b for t, b in zip(runs[top], runs[bottom])]
+    return statistics.median(ratios), spread(ratios)
+
+
 def spread(values: list[float]) -> float:
     """Half the range of values, relative to their median."""
     return (max(values) - min(values)) / 2 / statistics.median(values)
@@ -306,10 +332,10 @@ def main() -> None:
         from llmhub.results import provenance, write_json
 
         if not (0 <= args.min_kept_up <= 1 and args.precision > 1 and args.max_runs >= 1 and args.saturate >= 1
-                and args.repeats >= 1):
-            raise HubError(f"need 0 <= --min_kept_up <= 1, --precision > 1, --max_runs >= 1, --saturate >= 1 and "
-                           f"--repeats >= 1; got {args.min_kept_up:g}, {args.precision:g}, {args.max_runs}, "
-                           f"{args.saturate}, {args.repeats}")
+                and args.repeats >= 1 and args.pairs >= 0):
+            raise HubError(f"need 0 <= --min_kept_up <= 1, --precision > 1, --max_runs >= 1, --saturate >= 1, "
+                           f"--repeats >= 1 and --pairs >= 0; got {args.min_kept_up:g}, {args.precision:g}, "
+                           f"{args.max_runs}, {args.saturate}, {args.repeats}, {args.pairs}")
         if not (Path(args.data_dir) / "samsum" / "test.jsonl").is_file():
             raise HubError(f"{args.data_dir}/samsum/test.jsonl not found; pass --data_dir")
         t0 = time.monotonic()
@@ -355,6 +381,15 @@ def main() -> None:
                             min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
                             args.step, args.max_runs, precision=args.precision)
                         entry["saturated_rps"] = saturated(loaded, args.saturate, args.repeats, drain)
+                        if name == "ours-vllm" and record["servers"].get("vllm", {}).get("available") and args.pairs:
+                            direct = targets.read_targets(logs / "vllm.targets.jsonl")  # same vLLM, no front
+                            say(f"paired: {args.pairs} rounds of {args.saturate} at once, vllm and ours-vllm")
+
+                            def both():
+                                drain()
+                                wait_idle(upstream["url"], vllm_busy)
+                            entry["paired_rps"] = paired({"vllm": direct, "ours-vllm": loaded}, args.saturate,
+                                                         args.pairs, both)
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -381,6 +416,8 @@ def main() -> None:
         figures = {k: ratio(servers, top, bottom, k) for k, (top, bottom) in pairs.items()}
         record.update({k: v for k, (v, _) in figures.items()})
         record["saturated"] = {k: saturated_ratio(servers, *pair) for k, pair in pairs.items()}
+        runs = (servers.get("ours-vllm") or {}).get("paired_rps")
+        record["paired_gateway_ratio"] = paired_ratio(runs, "ours-vllm", "vllm") if runs else None
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)
         charts.write_csv(rows, out / "bench_serving.csv")
@@ -400,9 +437,16 @@ def main() -> None:
         for _, why in figures.values():
             if why:
                 print(why)
+        if runs:
+            print(f"paired rounds ({args.saturate} at once each, rps): vllm {', '.join(map(str, runs['vllm']))}; "
+                  f"ours-vllm {', '.join(map(str, runs['ours-vllm']))}")
+
+        def interval(v):
+            return "n/a" if v is None else f"{v[0]:.2f}+-{v[1]:.1%}"
         sat = record["saturated"]
         print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()) + " saturated: " +
-              " ".join(f"{k}={'n/a' if sat[k] is None else f'{sat[k][0]:.2f}+-{sat[k][1]:.1%}'}" for k in figures))
+              " ".join(f"{k}={interval(sat[k])}" for k in figures) +
+              f" paired: gateway_ratio={interval(record['paired_gateway_ratio'])}")
 
     run(go)
 

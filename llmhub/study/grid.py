@@ -19,12 +19,16 @@ A grid file (YAML):
       values: {lora: [1.0e-4, 3.0e-4, 1.0e-3], ia3: [1.0e-3, 3.0e-3, 1.0e-2]}   # per method, or one list
       screen: {max_steps: 30, eval_steps: 30}   # each candidate's short run (validation loss only)
       group: "{pretrained_ckpt}_{method}"       # runs with one group name share their screening
+      extend: {lora: [3.0e-3], ia3: [3.0e-2]}   # optional: larger values, screened while the largest wins
 
 A search is successive halving with one rung: every candidate trains `screen` steps into
 <output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the losers stop
 there, and the run itself trains in full with the value of lowest validation loss. Screening runs are
 ordinary resumable runs, so a killed sweep resumes inside its search too. A run that sets the key
 itself (`runs: [{name: full, method: full, learning_rate: 1.0e-4}]`) keeps its value, unscreened.
+When the largest value screened wins, the range may have stopped short of the best; `extend` lists
+values above the range, screened one at a time, in order, for as long as the largest screened so far
+has the lowest validation loss (so a range whose top loses costs no extra screen).
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
 table a run belongs to (llmhub/study/records.py).
@@ -49,7 +53,7 @@ from ..errors import HubError
 from ..resolve import parse_sets, resolve
 
 FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study", "search")
-SEARCH_KEYS = ("key", "values", "screen", "group")
+SEARCH_KEYS = ("key", "values", "screen", "group", "extend")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
 # method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups; models: the
 # same setups on several models, seeds pooled per (model, setup) (llmhub/model_study.py).
@@ -69,6 +73,7 @@ class Run:
     overrides: dict = field(default_factory=dict)  # what this run changes (for listings)
     search_key: str | None = None  # the config key its screening runs choose
     screens: list[Run] = field(default_factory=list)  # one screening run per candidate value
+    reserve: list[Run] = field(default_factory=list)  # screened in order while the largest screened value wins
 
     @property
     def out_dir(self) -> Path:
@@ -266,7 +271,8 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
                   {**labels, **cell_flat})
         if search and run.action == "train" and search["key"] not in cell_flat:  # a run's own value stands
             try:
-                run.search_key, run.screens = search["key"], _screens(search, cfg, labels, output_root, screens)
+                run.search_key = search["key"]
+                run.screens, run.reserve = _screens(search, cfg, labels, output_root, screens)
             except HubError as e:
                 raise HubError(f"{src}: run {i + 1} ({name}): search: {e}") from None
         runs.append(run)
@@ -274,44 +280,50 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
 
 
 def _check_search(search, src: str) -> dict | None:
-    """A grid's `search` block: {key, values (a list, or lists by method), screen (overrides), group}."""
+    """A grid's `search` block: {key, values (a list, or lists by method), screen (overrides), group,
+    extend (like values)}."""
     if search is None:
         return None
     where = f"{src}: search"
     if not isinstance(search, dict) or set(search) - set(SEARCH_KEYS) or not {"key", "values", "screen"} <= set(search):
-        raise HubError(f"{where}: expected {{key, values, screen[, group]}}, got {search!r}")
+        raise HubError(f"{where}: expected {{key, values, screen[, group, extend]}}, got {search!r}")
     key = search["key"]
     if not isinstance(key, str) or key.split(".")[-1] not in leaf_fields():
         raise HubError(f"{where}: key {key!r} is not a config key")
-    values = search["values"]
-    lists = values.values() if isinstance(values, dict) else [values]
-    if not all(isinstance(v, list) and v for v in lists):
-        raise HubError(f"{where}: values must be a non-empty list, or a non-empty list per method")
+    for part in ("values", "extend"):
+        given = search.get(part, [1])
+        lists = given.values() if isinstance(given, dict) else [given]
+        if not all(isinstance(v, list) and v for v in lists):
+            raise HubError(f"{where}: {part} must be a non-empty list, or a non-empty list per method")
     screen = _flat(search["screen"], f"{where}: screen")
     if not screen.get("eval_steps"):
         raise HubError(f"{where}: screen must set eval_steps (a screening run's result is its validation loss)")
-    return {"key": key.split(".")[-1], "values": values, "screen": screen,
-            "group": search.get("group") or "{pretrained_ckpt}_{method}"}
+    return {"key": key.split(".")[-1], "values": search["values"], "screen": screen,
+            "group": search.get("group") or "{pretrained_ckpt}_{method}", "extend": search.get("extend") or {}}
 
 
-def _screens(search: dict, cfg: RunConfig, labels: dict, output_root, made: dict) -> list[Run]:
-    """The screening runs of one training run, shared with every run of the same group."""
+def _screens(search: dict, cfg: RunConfig, labels: dict, output_root, made: dict) -> tuple[list[Run], list[Run]]:
+    """The screening runs of one training run and its reserve (`extend`), shared with every run of
+    the same group."""
     method = cfg.method.method
-    values = search["values"]
+    values, extend = search["values"], search["extend"]
     if isinstance(values, dict):
         if method not in values:
             raise HubError(f"no values for method '{method}' (given for {', '.join(values)})")
         values = values[method]
+    extend = extend.get(method, []) if isinstance(extend, dict) else extend
+    if extend and not (min(extend) > max(values) and extend == sorted(extend)):
+        raise HubError(f"extend {extend} must rise from above the largest value ({max(values)})")
     group = _name(search["group"], labels, cfg, {}, 0)
     out = []
-    for value in values:
+    for value in [*values, *extend]:
         name = _name(f"{group}_{search['key']}-{value}", {}, cfg, {}, 0)
         if name not in made:
             over = {**search["screen"], search["key"]: value, "output_dir": str(Path(output_root) / "screen" / name)}
             screen_cfg = apply_overrides(cfg, over)
             made[name] = Run(name, "screen", screen_cfg.to_dict(), {}, {search["key"]: value})
         out.append(made[name])
-    return out
+    return out[:len(values)], out[len(values):]
 
 
 def describe(over: dict) -> str:

@@ -143,7 +143,9 @@ def _learning_rate(row: Row, screens: dict) -> str:
     tried = screens.get((row.model, row.runs[0].flat.get("method")))
     if not tried:
         return f"{chosen:g}"
-    return f"**{chosen:g}** of " + ", ".join(f"{lr:g} ({loss:.3f})" for lr, loss in tried)
+    cell = f"**{chosen:g}** of " + ", ".join(f"{lr:g} ({loss:.3f})" for lr, loss in tried)
+    best = min(tried, key=lambda t: t[1])[0]
+    return cell if best == chosen else cell + f"; lowest since: {best:g} (screened after this row trained)"
 
 
 def _count(n) -> str:

@@ -17,7 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ..cluster import init_ray
-from ..config import SECTIONS, RunConfig, apply_overrides
+from ..config import SECTIONS, RunConfig, apply_overrides, flatten
 from ..errors import HubError
 from ..results import finished_record
 from . import grid
@@ -75,18 +75,38 @@ def record_error(run: Run, message: str, trace: str = "") -> None:
                                             "config": run.config})
 
 
+def _loss(screen: Run) -> float | None:
+    loss = ((finished_record(screen.out_dir / "results.json") or {}).get("validation") or {}).get("loss")
+    return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None
+
+
+def _best(screens: list[Run]) -> Run:
+    """The screening run of lowest validation loss (the first listed on a tie); one without a loss
+    is an error naming it."""
+    losses = []
+    for screen in screens:
+        if (loss := _loss(screen)) is None:
+            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
+        losses.append(loss)
+    return screens[losses.index(min(losses))]
+
+
+def grown(run: Run) -> Run:
+    """The run with its reserve's next value moved into its screens while every screen has finished
+    and the largest value screened has the lowest validation loss (grid `extend`)."""
+    while run.reserve and all(_loss(s) is not None for s in run.screens):
+        if _best(run.screens) is not max(run.screens, key=lambda s: s.overrides[run.search_key]):
+            break
+        run = replace(run, screens=[*run.screens, run.reserve[0]], reserve=run.reserve[1:])
+    return run
+
+
 def searched(run: Run) -> Run:
     """The run with its search key set to the candidate of lowest validation loss in its screening
     runs (the first listed on a tie); a screening run without a loss fails the run, naming it."""
     if not run.screens:
         return run
-    losses = []
-    for screen in run.screens:
-        loss = ((finished_record(screen.out_dir / "results.json") or {}).get("validation") or {}).get("loss")
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
-            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
-        losses.append(loss)
-    best = run.screens[losses.index(min(losses))]
+    best = _best(run.screens)
     cfg = apply_overrides(RunConfig(), run.config)
     value = getattr(getattr(cfg, _section(run.search_key)), run.search_key)
     chosen = getattr(getattr(apply_overrides(RunConfig(), best.config), _section(run.search_key)), run.search_key)
@@ -118,16 +138,31 @@ def _run_searched(run: Run) -> dict:
     return run_one(run)
 
 
-def _run_local(runs: list[Run], log) -> list[dict]:
-    """One run after another; a run's screening runs go just before it (so the first results come
-    early), skipped where an earlier run of its group already screened."""
-    out = []
-    for i, run in enumerate(runs, 1):
-        for screen in _unfinished_screens([run]):
-            print(f"[{i}/{len(runs)}] screen {screen.name}: {run.search_key}={screen.overrides[run.search_key]} "
+def _screen_local(run: Run, where: str, out: list[dict], log) -> Run:
+    """Run `run`'s unfinished screening runs, and those `extend` adds, each once (one that fails
+    fails its run, named); the run grown by them."""
+    ran: set[str] = set()
+    while True:
+        run = grown(run)
+        todo = [s for s in _unfinished_screens([run]) if s.name not in ran]
+        if not todo:
+            return run
+        for screen in todo:
+            ran.add(screen.name)
+            print(f"{where} screen {screen.name}: {run.search_key}={screen.overrides[run.search_key]} "
                   f"({screen.status()})", file=log, flush=True)
             out.append(run_one(screen))
             _log_result(out[-1], log)
+
+
+def _run_local(runs: list[Run], log, screen_only: bool = False) -> list[dict]:
+    """One run after another; a run's screening runs go just before it (so the first results come
+    early), skipped where an earlier run of its group already screened."""
+    out: list[dict] = []
+    for i, run in enumerate(runs, 1):
+        run = _screen_local(run, f"[{i}/{len(runs)}]", out, log)
+        if screen_only:
+            continue
         print(f"[{i}/{len(runs)}] {run.name}: {run.action} ({run.status()})", file=log, flush=True)
         out.append(_run_searched(run))
         _log_result(out[-1], log)
@@ -135,7 +170,7 @@ def _run_local(runs: list[Run], log) -> list[dict]:
 
 
 def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,
-             ray_address: str | None, ray_init: dict | None) -> list[dict]:
+             ray_address: str | None, ray_init: dict | None, screen_only: bool = False) -> list[dict]:
     """One Ray task per run; the cluster schedules them by their CPU/GPU requests."""
     ray = init_ray(ray_address, ray_init)
     if gpus_per_trial is None:  # one GPU per trial on a GPU cluster, none on CPU-only clusters
@@ -143,10 +178,17 @@ def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial:
     task = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(run_one)
     print(f"ray: {len(runs)} trials, {cpus_per_trial} CPU + {gpus_per_trial} GPU each; "
           f"cluster {ray.cluster_resources()}", file=log, flush=True)
-    out = []
-    screens = _unfinished_screens(runs)  # stage 1: every screening run; stage 2: the runs themselves
-    if screens:
+    out, ran = [], set()
+    # stage 1: every screening run (again for the screens `extend` adds); stage 2: the runs themselves
+    while True:
+        runs = [grown(r) for r in runs]
+        screens = [s for s in _unfinished_screens(runs) if s.name not in ran]
+        if not screens:
+            break
+        ran.update(s.name for s in screens)
         out += _ray_stage(ray, task, screens, log)
+    if screen_only:
+        return out
     return out + _ray_stage(ray, ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(
         _run_searched), runs, log)
 
@@ -176,14 +218,28 @@ def _log_result(result: dict, log) -> None:
         print(f"  {result['name']}: FAILED {result['error']}", file=log, flush=True)
 
 
+def stale_choice(run: Run) -> str | None:
+    """For a finished searched run whose screens have all finished: a note when the search now
+    chooses another value than the one the run trained with (e.g. after `extend` screened more)."""
+    if run.status() != "done" or not run.screens or any(_loss(s) is None for s in run.screens):
+        return None
+    best = _best(run.screens).overrides[run.search_key]
+    used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
+    if used == best:
+        return None
+    return (f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
+            f"remove {run.out_dir} and rerun to train it with that")
+
+
 def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gpus_per_trial: float | None = None,
               cpus_per_trial: float = 1, ray_address: str | None = None, ray_init: dict | None = None,
-              log=None) -> list[dict]:
-    """Run every unfinished run; returns one result per run that ran (none for a dry run)."""
+              log=None, screen_only: bool = False) -> list[dict]:
+    """Run every unfinished run (with `screen_only`: the screening runs of every searched run,
+    finished or not, and no run itself); returns one result per run that ran (none for a dry run)."""
     log = log or sys.stdout
-    todo = [r for r in runs if r.status() != "done"]
+    todo = [r for r in runs if (r.screens if screen_only else r.status() != "done")]
     for run in runs:
-        for screen in run.screens if dry_run and run.status() != "done" else []:
+        for screen in grown(run).screens if dry_run and run in todo else []:
             print(f"{'screen (' + screen.status() + ')':26s} {screen.out_dir}  [{describe(screen.overrides)}]",
                   file=log)
         if dry_run or run.status() == "done":
@@ -192,14 +248,19 @@ def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gp
                     "partial": "resume", "pending": "run"}[state]
             args = "".join(f" {k}={v}" for k, v in run.args.items())
             print(f"{verb:26s} {run.out_dir}  [{run.action}{args}] {describe(run.overrides)}", file=log)
-    print(f"{len(runs)} runs: {len(todo)} to run, {len(runs) - len(todo)} finished", file=log, flush=True)
-    if dry_run or not todo:
-        return []
-    if backend == "local":
-        return _run_local(todo, log)
-    if backend == "ray":
-        return _run_ray(todo, log, gpus_per_trial, cpus_per_trial, ray_address, ray_init)
-    raise HubError(f"unknown backend '{backend}'; allowed: local, ray")
+    print(f"{len(runs)} runs: {len(todo)} to " + ("screen" if screen_only else
+          f"run, {len(runs) - len(todo)} finished"), file=log, flush=True)
+    out = []
+    if todo and not dry_run:
+        if backend == "local":
+            out = _run_local(todo, log, screen_only)
+        elif backend == "ray":
+            out = _run_ray(todo, log, gpus_per_trial, cpus_per_trial, ray_address, ray_init, screen_only)
+        else:
+            raise HubError(f"unknown backend '{backend}'; allowed: local, ray")
+    for note in filter(None, map(stale_choice, [grown(r) for r in runs])):
+        print(f"note: {note}", file=log, flush=True)
+    return out
 
 
 def select(runs: list[Run], names: list[str]) -> list[Run]:
@@ -221,6 +282,9 @@ def add_parser(sub) -> None:
                    help="override a config key in every run, e.g. --set data_dir=../data --set train_samples=64")
     p.add_argument("--grid", dest="axes", action="append", default=[], metavar="KEY=V1,V2",
                    help="replace (or add) a grid axis, e.g. --grid lora_r=4,8 to shrink a sweep")
+    p.add_argument("--screen_only", "--screen-only", action="store_true",
+                   help="run only the searches' screening runs of the selected runs, finished runs too (e.g. after "
+                        "adding `extend`), and say which finished runs the search would now train otherwise")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only the named runs (repeatable, or comma-separated), e.g. --only lora,full")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
@@ -248,11 +312,12 @@ def main(args) -> None:
                                          "runs": [{"name": r.name, "action": r.action, "args": r.args,
                                                    "overrides": r.overrides,
                                                    **({"search": {"key": r.search_key,
-                                                                  "screens": [x.name for x in r.screens]}}
+                                                                  "screens": [x.name for x in r.screens],
+                                                                  "extend": [x.name for x in r.reserve]}}
                                                       if r.screens else {})} for r in runs]})
     try:
         results = run_sweep(chosen, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,
-                            args.ray_address)
+                            args.ray_address, screen_only=args.screen_only)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume (finished runs are skipped)", file=sys.stderr)
         sys.exit(130)

@@ -201,12 +201,17 @@ def test_kept_up_is_the_share_of_the_offered_rate_answered(service_s, kept):
     assert rates.kept_up(results) == pytest.approx(0.9 * kept, abs=0.06)
 
 
-def test_saturated_ratio_is_of_medians_with_the_spread_over_the_repeats():
+def bench_serving():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "benchmarks" / "bench_serving.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_saturated_ratio_is_of_medians_with_the_spread_over_the_repeats():
+    bench = bench_serving()
     servers = {"vllm": {"saturated_rps": [4.0, 4.2, 3.8]}, "ours-vllm": {"saturated_rps": [3.9, 3.9, 3.9]},
                "naive": {"saturated_rps": [0.5, 0.5]}, "batched": {"saturated_rps": [3.0, 3.0]},
                "continuous": {"saturated_rps": [2.0, 2.5]}, "transformers-serve": {"available": False}}
@@ -215,3 +220,22 @@ def test_saturated_ratio_is_of_medians_with_the_spread_over_the_repeats():
     assert bench.saturated_ratio(servers, bench.OURS[1:], "naive")[0] == pytest.approx(3.9 / 0.5)  # the best
     assert bench.saturated_ratio(servers, bench.LOCAL, "transformers-serve") is None
     assert bench.spread([3.8, 4.0, 4.2]) == pytest.approx(0.05)
+
+
+def test_paired_ratio_is_per_round_so_a_drift_falls_on_both_sides(monkeypatch):
+    bench = bench_serving()
+    # the machine slows by 10 % a round; the front always takes 5 % of vLLM's throughput
+    sent, drained = [], []
+
+    def at_once(loaded, n, what):
+        sent.append(loaded[0]["name"])
+        speed = 4.0 * 0.9 ** ((len(sent) - 1) // 2)
+        return [], {"throughput": speed * (0.95 if loaded[0]["name"] == "front" else 1.0)}
+
+    monkeypatch.setattr(bench, "at_once", at_once)
+    runs = bench.paired({"vllm": [{"name": "vllm"}], "ours-vllm": [{"name": "front"}]}, 48, 4,
+                        lambda: drained.append(1))
+    assert sent == ["vllm", "front", "front", "vllm"] * 2 and len(drained) == 8  # order swapped every round
+    value, spread = bench.paired_ratio(runs, "ours-vllm", "vllm")
+    assert value == pytest.approx(0.95, abs=1e-3) and spread < 1e-3
+    assert runs["vllm"][0] / runs["vllm"][-1] > 1.3  # while each side alone moved by a third

@@ -57,7 +57,7 @@ def test_models_table_pools_seeds(study):
     lora = rows[1].split(" | ")
     assert lora[3] == "2" and lora[4] == "42.00 ± 2.83"  # two seeds: mean and standard deviation
     assert lora[8] == "ref" and rows[2].split(" | ")[1] == "1.50B"
-    assert "**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300)" in rows[1]
+    assert "**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300) |" in rows[1]
     low, high = map(float, lora[5].strip("[]").split(", "))
     assert low <= high
     assert "original study: full SAMSum train split" in text and "| Llama-2-13B | 13B | QLoRA | 52.97 | 28.32 |" in text
@@ -65,6 +65,16 @@ def test_models_table_pools_seeds(study):
     tables = report.build(records)
     assert "small_lora_s42" not in tables["methods"] and "small_lora_s42" not in tables["sweeps"]
     assert "small_lora_s42" not in tables["cost"] and tables["models"] == text
+
+
+def test_a_value_screened_after_the_run_that_wins_is_named(study):
+    screen = fake(study, "llama2/study/screen/small_lora_learning_rate-0.003", {}, pretrained_ckpt="small",
+                  method="lora", learning_rate=3e-3)  # e.g. by the grid's `extend`, after the runs trained
+    screen.write_text(json.dumps({**json.loads(screen.read_text()), "mode": "screen", "validation": {"loss": 2.0}}))
+    row = next(line for line in model_study.table(load_records(study)).splitlines() if "| small | " in line
+               and "LoRA" in line)
+    assert ("**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300), 0.003 (2.000); lowest since: 0.003 "
+            "(screened after this row trained)") in row
 
 
 def test_scaling_plot_is_drawn(study, tmp_path):

@@ -3,6 +3,8 @@ shared by the runs of one group, resumable, and invisible to the report."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -69,6 +71,44 @@ def test_search_resumes_after_a_killed_screen(tiny_models, data_dir, tmp_path, c
     assert again["config"]["train"]["learning_rate"] == first["config"]["train"]["learning_rate"]
 
 
+def test_extend_screens_above_the_range_while_its_top_wins(tiny_models, data_dir, tmp_path, capsys):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["search"]["extend"] = {"lora": [0.5, 5.0]}
+    spec["runs"] = spec["runs"][:1]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    losses = {r["config"]["train"]["learning_rate"]: r["validation"]["loss"]
+              for r in map(json.loads, map(Path.read_text, (out / "screen").glob("*/results.json")))}
+    expected = [1.0e-7, 5.0e-2]  # the rule, replayed on the losses: the next value while the top wins
+    for more in (0.5, 5.0):
+        if min(expected, key=losses.get) != max(expected):
+            break
+        expected.append(more)
+    assert len(expected) >= 3 and sorted(losses) == expected  # 5e-2 beats 1e-7: the range was extended
+    chosen = json.loads((out / "s1" / "results.json").read_text())["config"]["train"]["learning_rate"]
+    assert chosen == min(losses, key=losses.get)
+
+
+def test_screen_only_screens_finished_runs_and_names_a_changed_choice(tiny_models, data_dir, tmp_path, capsys):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7])
+    spec["runs"] = spec["runs"][:1]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    before = (out / "s1" / "results.json").read_text()
+    spec["search"]["extend"] = {"lora": [5.0e-2]}  # the lone value "wins": 5e-2 is screened, and wins
+    grid.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    main(["sweep", str(grid), "--output_root", str(out), "--screen_only"])
+    log = capsys.readouterr().out
+    assert log.count("screen ") == 1 and "learning_rate-0.05" in log
+    assert (out / "s1" / "results.json").read_text() == before  # the finished run is not retrained
+    assert f"note: s1: its search now chooses learning_rate=0.05 (it trained with 1e-07); remove {out / 's1'}" in log
+
+
 def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, tmp_path):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["runs"] = [{"name": "searched"}, {"name": "own", "method": "full", "learning_rate": 2.0e-5}]
@@ -80,14 +120,18 @@ def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, t
 
 
 @pytest.mark.parametrize("search,message", [
-    ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group]}"),
+    ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group, extend]}"),
     ({"key": "nope", "values": [1e-3], "screen": {"eval_steps": 1}}, "key 'nope' is not a config key"),
     ({"key": "learning_rate", "values": [], "screen": {"eval_steps": 1}}, "non-empty list"),
     ({"key": "learning_rate", "values": [1e-3], "screen": {"max_steps": 2}}, "screen must set eval_steps"),
     ({"key": "learning_rate", "values": {"ia3": [1e-3]}, "screen": {"eval_steps": 1}}, "no values for method 'lora'"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "extend": []}, "extend must be a non-empty"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "extend": [3e-3, 2e-3]},
+     "extend [0.003, 0.002] must rise from above the largest value (0.001)"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "extend": [1e-4]}, "must rise from above"),
 ])
 def test_bad_search_blocks_fail_before_anything_runs(tiny_models, data_dir, tmp_path, search, message):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1e-3]) | {"search": search}
-    with pytest.raises(HubError, match=message.replace("[", r"\[").replace("{", r"\{")):
+    with pytest.raises(HubError, match=re.escape(message)):
         expand(spec, tmp_path / "out")
     assert not (tmp_path / "out").exists()

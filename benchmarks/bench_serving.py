@@ -33,11 +33,12 @@ median +- spread (half the range, relative), and each ratio is also given on med
 spread of the ratio over the repeats.
 
 Measured apart, the two sides of a ratio also see the machine drift between them: vLLM's own
-saturated throughput moved 6 % between two identical runs. The gateway ratio can be measured without
-that, as both sides share one vLLM process: when `vllm` and `ours-vllm` both run, --pairs (5) rounds
-follow, each sending --saturate requests at once to vLLM directly and then to our front (the order
-swapped every round), drained in between; the ratio of each round's two throughputs, median over the
-rounds with its spread, is the *paired* gateway ratio.
+saturated throughput moved 6 % between two identical runs. So once both sides of a ratio have been
+measured (the best of its top side by median saturated throughput), both run at once (the one not
+running is started again; vLLM is shared by its two servers) for --pairs (5) rounds, each sending
+--saturate requests at once to one side and then to the other (the order swapped every round),
+everything drained in between; the ratio of each round's two throughputs, median over the rounds
+with its spread, is the *paired* ratio. A drift of the machine falls on both sides of a round.
 
 Writes results/serving/bench_serving.{json,csv} (every run; the JSON adds S1, burst, TTFT, load
 averages, provenance), raw per-request results under results/serving/bench/<server>/ with each
@@ -46,7 +47,8 @@ unavailable with the reason, and the others still run. Last line, as ratios of s
 (n/a, with the reason printed above it, when a side is missing), then of saturated throughputs:
   speedup_vs_naive=<best of batched, continuous, ours-vllm / naive> gateway_ratio=<ours-vllm / vllm>
   local_vs_peer=<best of batched, continuous / transformers-serve>
-  saturated: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=... paired: gateway_ratio=...
+  saturated: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=...
+  paired: speedup_vs_naive=<ratio>+-<spread> gateway_ratio=... local_vs_peer=...
 
   python benchmarks/bench_serving.py --data_dir ../shared/data                 # all six, ~25-30 min here
   python benchmarks/bench_serving.py --data_dir ../shared/data --servers batched,continuous,transformers-serve
@@ -70,6 +72,9 @@ SERVERS = {"naive": "ours, --mode naive", "batched": "ours, --mode batched (micr
            "continuous": "ours, --mode continuous", "transformers-serve": "transformers serve --continuous-batching",
            "vllm": "vLLM (raw)", "ours-vllm": "ours in front of vLLM (--engine vllm)"}
 OURS, LOCAL = ("naive", "batched", "continuous", "ours-vllm"), ("batched", "continuous")
+# each ratio: (its top side, the best of which is compared, its bottom side)
+PAIRS = {"speedup_vs_naive": (OURS[1:], "naive"), "gateway_ratio": (("ours-vllm",), "vllm"),
+         "local_vs_peer": (LOCAL, "transformers-serve")}
 
 
 def parse_args(argv=None):
@@ -91,8 +96,8 @@ def parse_args(argv=None):
                    "measure saturated throughput (default: %(default)s: three of our micro-batches)")
     p.add_argument("--repeats", type=int, default=3, help="saturation measurements per server; their spread is "
                    "printed (default: %(default)s)")
-    p.add_argument("--pairs", type=int, default=5, help="rounds of the paired gateway measurement, run when vllm "
-                   "and ours-vllm both run; 0 skips it (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=5, help="rounds of each ratio's paired measurement, once both its "
+                   "sides were measured; 0 skips them (default: %(default)s)")
     p.add_argument("--start", type=float, default=0.7, help="first rate, x the burst throughput (default: %(default)s)")
     p.add_argument("--step", type=float, default=1.5, help="rate factor between runs (default: %(default)s)")
     p.add_argument("--max_runs", type=int, default=6, help="rate runs per server, at most (default: %(default)s)")
@@ -173,8 +178,9 @@ def vllm_url(args, dtype: str, logs: Path, env: dict, keep: ExitStack, upstream:
 
 
 @contextmanager
-def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack, upstream: dict):
-    """Start server `name` (and vLLM, kept in `keep` for both vLLM servers); yields (URL, drain)."""
+def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack, upstream: dict, tag: str = ""):
+    """Start server `name` (and vLLM, kept in `keep` for both vLLM servers), its log logs/<name><tag>.log;
+    yields (URL, drain)."""
     from llmhub.serve.process import ServerProcess
 
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
@@ -182,7 +188,7 @@ def serve(name: str, args, folder: Path, dtype: str, logs: Path, keep: ExitStack
             "--max_queue", str(args.max_queue), "--threads", str(args.threads)]
     with ExitStack() as stack:
         def start(label, server_args, **kw):
-            return stack.enter_context(ServerProcess(server_args, log_path=logs / f"{label}.log", env=env,
+            return stack.enter_context(ServerProcess(server_args, log_path=logs / f"{label}{tag}.log", env=env,
                                                      startup_timeout=args.startup_timeout, **kw))
 
         if name in ("vllm", "ours-vllm"):
@@ -258,6 +264,14 @@ def paired_ratio(runs: dict[str, list[float]], top: str, bottom: str) -> tuple[f
     return statistics.median(ratios), spread(ratios)
 
 
+def sides(servers: dict, top: tuple[str, ...], bottom: str) -> tuple[str, str] | None:
+    """The best of `top` by median saturated throughput, and `bottom`; None when a side has no measurement."""
+    ups = [n for n in top if (servers.get(n) or {}).get("saturated_rps")]
+    if not ups or not (servers.get(bottom) or {}).get("saturated_rps"):
+        return None
+    return max(ups, key=lambda n: statistics.median(servers[n]["saturated_rps"])), bottom
+
+
 def spread(values: list[float]) -> float:
     """Half the range of values, relative to their median."""
     return (max(values) - min(values)) / 2 / statistics.median(values)
@@ -267,12 +281,9 @@ def saturated_ratio(servers: dict, top: tuple[str, ...], bottom: str) -> tuple[f
     """median saturated throughput of the best of `top` / that of `bottom`, and the ratio's spread
     over the repeats (half the range min(top)/max(bottom) .. max(top)/min(bottom), relative); None
     when a side has no measurement."""
-    runs = {n: servers[n]["saturated_rps"] for n in (*top, bottom) if (servers.get(n) or {}).get("saturated_rps")}
-    ups = [n for n in top if n in runs]
-    if not ups or bottom not in runs:
+    if not (pair := sides(servers, top, bottom)):
         return None
-    best = max(ups, key=lambda n: statistics.median(runs[n]))
-    hi, lo = runs[best], runs[bottom]
+    hi, lo = (servers[n]["saturated_rps"] for n in pair)
     value = statistics.median(hi) / statistics.median(lo)
     return value, (max(hi) / min(lo) - min(hi) / max(lo)) / 2 / value
 
@@ -348,11 +359,29 @@ def main() -> None:
         # no machine's layout in the results: paths relative to the repository
         shown = {k: (os.path.relpath(v, ROOT) if k in ("out", "plot", "vllm_python", "transformers_python") else v)
                  for k, v in vars(args).items()}
-        record = {"args": shown, "dtype": dtype, "load_average_start": os.getloadavg(), "servers": {}}
+        record = {"args": shown, "dtype": dtype, "load_average_start": os.getloadavg(), "servers": {}, "paired": {}}
         rows = []
 
         def say(text):
             print(f"[{(time.monotonic() - t0) / 60:5.1f} min] {text}", flush=True)
+
+        def pair_rounds(key: str, pair: tuple[str, str], name: str, url: str, drain, keep, upstream) -> dict:
+            """Both sides of a ratio at once (`name` is running; the other side is started again) and
+            their paired rounds."""
+            say(f"{key}: {args.pairs} paired rounds of {args.saturate} at once, {' and '.join(pair)}")
+            with ExitStack() as again:
+                both = {n: (url, drain) if n == name else again.enter_context(
+                    serve(n, args, folder, dtype, logs, keep, upstream, tag=".paired")) for n in pair}
+                runs = {n: targets.read_targets(targets.write_targets(
+                    logs / f"{n}.paired.targets.jsonl", "openai", u, raws, prompts, tok, args.max_new_tokens,
+                    folder.name)) for n, (u, _) in both.items()}
+                for n in pair:
+                    at_once(runs[n], 1, "warm-up")
+                rps = paired(runs, args.saturate, args.pairs, lambda: [d() for _, d in both.values()])
+            value = paired_ratio(rps, *pair)
+            say(f"{key}: paired {value[0]:.3f} +-{value[1]:.1%}; " +
+                "; ".join(f"{n} {', '.join(map(str, v))} rps" for n, v in rps.items()))
+            return {"servers": pair, "rps": rps, "ratio": value}
 
         say(f"{args.model} in {dtype}, {args.threads} thread(s) per server; servers: {', '.join(args.servers)}")
         upstream: dict = {}
@@ -381,15 +410,11 @@ def main() -> None:
                             min_kept_up=args.min_kept_up, between=drain)[0], args.start * entry["burst_throughput_rps"],
                             args.step, args.max_runs, precision=args.precision)
                         entry["saturated_rps"] = saturated(loaded, args.saturate, args.repeats, drain)
-                        if name == "ours-vllm" and record["servers"].get("vllm", {}).get("available") and args.pairs:
-                            direct = targets.read_targets(logs / "vllm.targets.jsonl")  # same vLLM, no front
-                            say(f"paired: {args.pairs} rounds of {args.saturate} at once, vllm and ours-vllm")
-
-                            def both():
-                                drain()
-                                wait_idle(upstream["url"], vllm_busy)
-                            entry["paired_rps"] = paired({"vllm": direct, "ours-vllm": loaded}, args.saturate,
-                                                         args.pairs, both)
+                        for key, (top, bottom) in PAIRS.items():  # a ratio's sides all measured: paired rounds
+                            last = [n for n in args.servers if n in (*top, bottom)][-1:] == [name]
+                            pair = sides(record["servers"], top, bottom)
+                            if args.pairs and last and pair:
+                                record["paired"][key] = pair_rounds(key, pair, name, url, drain, keep, upstream)
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -411,13 +436,9 @@ def main() -> None:
         record["provenance"] = provenance(seed=0)
         record["rows"] = rows
         servers = record["servers"]
-        pairs = {"speedup_vs_naive": (OURS[1:], "naive"), "gateway_ratio": (("ours-vllm",), "vllm"),
-                 "local_vs_peer": (LOCAL, "transformers-serve")}
-        figures = {k: ratio(servers, top, bottom, k) for k, (top, bottom) in pairs.items()}
+        figures = {k: ratio(servers, top, bottom, k) for k, (top, bottom) in PAIRS.items()}
         record.update({k: v for k, (v, _) in figures.items()})
-        record["saturated"] = {k: saturated_ratio(servers, *pair) for k, pair in pairs.items()}
-        runs = (servers.get("ours-vllm") or {}).get("paired_rps")
-        record["paired_gateway_ratio"] = paired_ratio(runs, "ours-vllm", "vllm") if runs else None
+        record["saturated"] = {k: saturated_ratio(servers, *pair) for k, pair in PAIRS.items()}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench_serving.json", record)
         charts.write_csv(rows, out / "bench_serving.csv")
@@ -437,16 +458,16 @@ def main() -> None:
         for _, why in figures.values():
             if why:
                 print(why)
-        if runs:
-            print(f"paired rounds ({args.saturate} at once each, rps): vllm {', '.join(map(str, runs['vllm']))}; "
-                  f"ours-vllm {', '.join(map(str, runs['ours-vllm']))}")
+        for key, got in record["paired"].items():
+            print(f"{key}, paired rounds of {args.saturate} at once (rps): " +
+                  "; ".join(f"{n} {', '.join(map(str, v))}" for n, v in got["rps"].items()))
 
         def interval(v):
             return "n/a" if v is None else f"{v[0]:.2f}+-{v[1]:.1%}"
-        sat = record["saturated"]
+        sat, pair = record["saturated"], record["paired"]
         print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()) + " saturated: " +
-              " ".join(f"{k}={interval(sat[k])}" for k in figures) +
-              f" paired: gateway_ratio={interval(record['paired_gateway_ratio'])}")
+              " ".join(f"{k}={interval(sat[k])}" for k in figures) + " paired: " +
+              " ".join(f"{k}={interval(pair[k]['ratio'] if k in pair else None)}" for k in figures))
 
     run(go)
 

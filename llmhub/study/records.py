@@ -70,7 +70,7 @@ class Record:
             return f"{hw.get('gpu_count', 1)}x {hw['gpu']}"
         if not hw:
             return "unknown"
-        flags = f"; {', '.join(hw['cpu_bf16_flags']) or 'no bf16 flags'}" if "cpu_bf16_flags" in hw else ""
+        flags = f" ({', '.join(hw['cpu_bf16_flags']) or 'no bf16 flags'})" if "cpu_bf16_flags" in hw else ""
         return f"{hw.get('cpu_model') or 'CPU'} x{hw.get('cpu_count', '?')}{flags}"
 
 

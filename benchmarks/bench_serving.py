@@ -414,7 +414,11 @@ def main() -> None:
                             last = [n for n in args.servers if n in (*top, bottom)][-1:] == [name]
                             pair = sides(record["servers"], top, bottom)
                             if args.pairs and last and pair:
-                                record["paired"][key] = pair_rounds(key, pair, name, url, drain, keep, upstream)
+                                try:
+                                    record["paired"][key] = pair_rounds(key, pair, name, url, drain, keep, upstream)
+                                except (HubError, httpx.HTTPError) as e:  # the ratio's, not this server's failure
+                                    record["paired"][key] = {"servers": pair, "error": f"{type(e).__name__}: {e}"}
+                                    say(f"{key}: paired rounds failed: {record['paired'][key]['error']}")
                 except (HubError, httpx.HTTPError) as e:  # did not start, failed its first requests or died: recorded
                     entry["reason"] = str(e) if isinstance(e, HubError) else f"{type(e).__name__}: {e}"
                     say(f"{name}: unavailable: {entry['reason']}")
@@ -459,15 +463,15 @@ def main() -> None:
             if why:
                 print(why)
         for key, got in record["paired"].items():
-            print(f"{key}, paired rounds of {args.saturate} at once (rps): " +
-                  "; ".join(f"{n} {', '.join(map(str, v))}" for n, v in got["rps"].items()))
+            print(f"{key}, paired rounds of {args.saturate} at once (rps): " + ("; ".join(
+                f"{n} {', '.join(map(str, v))}" for n, v in got["rps"].items()) if "rps" in got else got["error"]))
 
         def interval(v):
             return "n/a" if v is None else f"{v[0]:.2f}+-{v[1]:.1%}"
         sat, pair = record["saturated"], record["paired"]
         print(" ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, (v, _) in figures.items()) + " saturated: " +
               " ".join(f"{k}={interval(sat[k])}" for k in figures) + " paired: " +
-              " ".join(f"{k}={interval(pair[k]['ratio'] if k in pair else None)}" for k in figures))
+              " ".join(f"{k}={interval(pair.get(k, {}).get('ratio'))}" for k in figures))
 
     run(go)
 

@@ -290,8 +290,8 @@ def _check_search(search, src: str) -> dict | None:
     key = search["key"]
     if not isinstance(key, str) or key.split(".")[-1] not in leaf_fields():
         raise HubError(f"{where}: key {key!r} is not a config key")
-    for part in ("values", "extend"):
-        given = search.get(part, [1])
+    for part in ("values", "extend")[:2 if "extend" in search else 1]:
+        given = search[part]
         lists = given.values() if isinstance(given, dict) else [given]
         if not all(isinstance(v, list) and v for v in lists):
             raise HubError(f"{where}: {part} must be a non-empty list, or a non-empty list per method")

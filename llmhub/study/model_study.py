@@ -8,7 +8,8 @@ One row per (model, setup), its seeds pooled:
 - p: paired bootstrap p-value of those per-example averages against the reference row's (the grid's
   `reference` run's model and setup), on the examples both scored.
 - Learning rate: the value the search chose (llmhub/study/grid.py), with every screened value's validation
-  loss, read from the study's screen/ runs.
+  loss, read from the study's screen/ runs, and the lowest one's value when it was screened after the
+  row trained (the grid's `extend`, by `sweep --screen_only`).
 - Training time, tokens/s, cost: means over seeds; peak memory: the largest.
 Beside it, the original study's figures, labelled: its SAMSum table (GPU, 7B-class models, the full
 train split), or its 20 Newsgroups accuracies at the study's number of training posts.

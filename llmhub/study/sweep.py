@@ -327,5 +327,5 @@ def main(args) -> None:
         raise HubError(f"{len(failed)} of {len(results)} runs failed ({names}); "
                        f"see error.json in each run folder under {root}")
     if results:
-        print(f"all {len(results)} runs finished; results under {root}")
+        print(f"all {len(results)} {'screening ' if args.screen_only else ''}runs finished; results under {root}")
 

@@ -91,12 +91,16 @@ def _best(screens: list[Run]) -> Run:
     return screens[losses.index(min(losses))]
 
 
+def _finished_best(screens: list[Run]) -> Run | None:
+    """Like _best, but None while a screening run has no validation loss (each results.json read once)."""
+    losses = [_loss(s) for s in screens]
+    return None if None in losses else screens[losses.index(min(losses))]
+
+
 def grown(run: Run) -> Run:
     """The run with its reserve's next value moved into its screens while every screen has finished
     and the largest value screened has the lowest validation loss (grid `extend`)."""
-    while run.reserve and all(_loss(s) is not None for s in run.screens):
-        if _best(run.screens) is not max(run.screens, key=lambda s: s.overrides[run.search_key]):
-            break
+    while run.reserve and _finished_best(run.screens) is max(run.screens, key=lambda s: s.overrides[run.search_key]):
         run = replace(run, screens=[*run.screens, run.reserve[0]], reserve=run.reserve[1:])
     return run
 
@@ -221,9 +225,10 @@ def _log_result(result: dict, log) -> None:
 def stale_choice(run: Run) -> str | None:
     """For a finished searched run whose screens have all finished: a note when the search now
     chooses another value than the one the run trained with (e.g. after `extend` screened more)."""
-    if run.status() != "done" or not run.screens or any(_loss(s) is None for s in run.screens):
+    finished = _finished_best(run.screens) if run.screens and run.status() == "done" else None
+    if finished is None:
         return None
-    best = _best(run.screens).overrides[run.search_key]
+    best = finished.overrides[run.search_key]
     used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
     if used == best:
         return None

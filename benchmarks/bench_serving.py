@@ -236,14 +236,14 @@ def calibrate(loaded: list[dict], burst: int) -> dict:
             "burst_p90_s": rep["latencies"]["90th"] / attacker.NS}
 
 
-def saturated(loaded: list[dict], n: int, repeats: int, drain) -> list[float]:
+def saturated(loaded: list[dict], n: int, repeats: int, drain, what: str = "saturation") -> list[float]:
     """Throughput (answers/s) of n requests sent at once, `repeats` times, drained in between: what
     the server completes when it always has work. Steadier than the sustained rate, whose search
     stops at a x--precision bracket."""
     out = []
     for _ in range(repeats):
         drain()
-        out.append(round(at_once(loaded, n, "saturation")[1]["throughput"], 4))
+        out.append(round(at_once(loaded, n, what)[1]["throughput"], 4))
     return out
 
 
@@ -253,8 +253,7 @@ def paired(loaded: dict[str, list[dict]], n: int, rounds: int, drain) -> dict[st
     out: dict[str, list[float]] = {k: [] for k in loaded}
     for i in range(rounds):
         for name in list(loaded)[::-1 if i % 2 else 1]:
-            drain()
-            out[name].append(round(at_once(loaded[name], n, "paired saturation")[1]["throughput"], 4))
+            out[name] += saturated(loaded[name], n, 1, drain, "paired saturation")
     return out
 
 

@@ -20,6 +20,7 @@ A grid file (YAML):
       screen: {max_steps: 30, eval_steps: 30}   # each candidate's short run (validation loss only)
       group: "{pretrained_ckpt}_{method}"       # runs with one group name share their screening
       extend: {lora: [3.0e-3], ia3: [3.0e-2]}   # optional: larger values, screened while the largest wins
+      finalists: 2                              # optional: a second rung, the 2 best screened trained in full
 
 A search is successive halving with one rung: every candidate trains `screen` steps into
 <output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the losers stop
@@ -29,6 +30,14 @@ itself (`runs: [{name: full, method: full, learning_rate: 1.0e-4}]`) keeps its v
 When the largest value screened wins, the range may have stopped short of the best; `extend` lists
 values above the range, screened one at a time, in order, for as long as the largest screened so far
 has the lowest validation loss (so a range whose top loses costs no extra screen).
+
+Short screens favour large values (a learning rate that is best over 30 steps may lose over 125), so
+`finalists: K` (default 1) adds a second rung: the K values of lowest screening loss are trained in
+full, on the recipe of the group's first training run (its *lead*), validation loss only, into
+<output_root>/screen/<group>_<key>-<value>_full/, and the value of lowest full-length validation loss
+is chosen. The lead itself trains first, with the screens' winner, and is that value's full-length
+run (so the second rung costs K - 1 full runs without a test evaluation); a finished lead counts for
+the value it trained with. When another finalist wins, the sweep says the lead should be retrained.
 
 The sweep copies `study` into sweep.json beside the runs; the report reads it there to decide which
 table a run belongs to (llmhub/study/records.py).
@@ -53,7 +62,7 @@ from ..errors import HubError
 from ..resolve import parse_sets, resolve
 
 FILE_KEYS = ("model", "task", "action", "name", "base", "grid", "runs", "description", "study", "search")
-SEARCH_KEYS = ("key", "values", "screen", "group", "extend")
+SEARCH_KEYS = ("key", "values", "screen", "group", "extend", "finalists")
 # sample_efficiency: a metric against training-set size (and model); ablation: hyperparameters of one
 # method; comparison: prompting vs fine-tuning or any other side-by-side of whole setups; models: the
 # same setups on several models, seeds pooled per (model, setup) (llmhub/model_study.py).
@@ -74,6 +83,9 @@ class Run:
     search_key: str | None = None  # the config key its screening runs choose
     screens: list[Run] = field(default_factory=list)  # one screening run per candidate value
     reserve: list[Run] = field(default_factory=list)  # screened in order while the largest screened value wins
+    finalists: int = 1  # how many of the best screened values the second rung trains in full (1: no second rung)
+    finals: dict = field(default_factory=dict)  # value -> its full-length screening run (the second rung)
+    lead: Path | None = None  # the group's first training run: its full-length run for the value it trained with
 
     @property
     def out_dir(self) -> Path:
@@ -272,7 +284,8 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
         if search and run.action == "train" and search["key"] not in cell_flat:  # a run's own value stands
             try:
                 run.search_key = search["key"]
-                run.screens, run.reserve = _screens(search, cfg, labels, output_root, screens)
+                run.screens, run.reserve, run.finals, run.lead = _screens(search, cfg, labels, output_root, screens)
+                run.finalists = search["finalists"]
             except HubError as e:
                 raise HubError(f"{src}: run {i + 1} ({name}): search: {e}") from None
         runs.append(run)
@@ -281,12 +294,12 @@ def expand(spec: dict, output_root: str | Path, sets: dict | None = None, axes: 
 
 def _check_search(search, src: str) -> dict | None:
     """A grid's `search` block: {key, values (a list, or lists by method), screen (overrides), group,
-    extend (like values)}."""
+    extend (like values), finalists}."""
     if search is None:
         return None
     where = f"{src}: search"
     if not isinstance(search, dict) or set(search) - set(SEARCH_KEYS) or not {"key", "values", "screen"} <= set(search):
-        raise HubError(f"{where}: expected {{key, values, screen[, group, extend]}}, got {search!r}")
+        raise HubError(f"{where}: expected {{key, values, screen[, group, extend, finalists]}}, got {search!r}")
     key = search["key"]
     if not isinstance(key, str) or key.split(".")[-1] not in leaf_fields():
         raise HubError(f"{where}: key {key!r} is not a config key")
@@ -298,13 +311,18 @@ def _check_search(search, src: str) -> dict | None:
     screen = _flat(search["screen"], f"{where}: screen")
     if not screen.get("eval_steps"):
         raise HubError(f"{where}: screen must set eval_steps (a screening run's result is its validation loss)")
-    return {"key": key.split(".")[-1], "values": search["values"], "screen": screen,
+    finalists = search.get("finalists", 1)
+    if not isinstance(finalists, int) or isinstance(finalists, bool) or finalists < 1:
+        raise HubError(f"{where}: finalists must be a whole number >= 1 (1: no second rung), got {finalists!r}")
+    return {"key": key.split(".")[-1], "values": search["values"], "screen": screen, "finalists": finalists,
             "group": search.get("group") or "{pretrained_ckpt}_{method}", "extend": search.get("extend") or {}}
 
 
-def _screens(search: dict, cfg: RunConfig, labels: dict, output_root, made: dict) -> tuple[list[Run], list[Run]]:
-    """The screening runs of one training run and its reserve (`extend`), shared with every run of
-    the same group."""
+def _screens(search: dict, cfg: RunConfig, labels: dict, output_root,
+             made: dict) -> tuple[list[Run], list[Run], dict, Path]:
+    """The screening runs of one training run, its reserve (`extend`), the full-length runs of its
+    second rung (by value) and its group's lead, all shared with every run of the same group (the
+    group's first run is its lead: the full-length runs take its recipe)."""
     method = cfg.method.method
     values, extend = search["values"], search["extend"]
     if isinstance(values, dict):
@@ -315,15 +333,19 @@ def _screens(search: dict, cfg: RunConfig, labels: dict, output_root, made: dict
     if extend and not (min(extend) > max(values) and extend == sorted(extend)):
         raise HubError(f"extend {extend} must rise from above the largest value ({max(values)})")
     group = _name(search["group"], labels, cfg, {}, 0)
-    out = []
+    lead = made.setdefault(("lead", group), Path(cfg.output_dir))
+    out, finals = [], {}
     for value in [*values, *extend]:
-        name = _name(f"{group}_{search['key']}-{value}", {}, cfg, {}, 0)
-        if name not in made:
-            over = {**search["screen"], search["key"]: value, "output_dir": str(Path(output_root) / "screen" / name)}
-            screen_cfg = apply_overrides(cfg, over)
-            made[name] = Run(name, "screen", screen_cfg.to_dict(), {}, {search["key"]: value})
-        out.append(made[name])
-    return out[:len(values)], out[len(values):]
+        stages = {}
+        for stage, screen in (("", search["screen"]), ("_full", {})):  # 30 steps, say, and the whole recipe
+            name = _name(f"{group}_{search['key']}-{value}{stage}", {}, cfg, {}, 0)
+            if name not in made:
+                over = {**screen, search["key"]: value, "output_dir": str(Path(output_root) / "screen" / name)}
+                made[name] = Run(name, "screen", apply_overrides(cfg, over).to_dict(), {}, {search["key"]: value})
+            stages[stage] = made[name]
+        out.append(stages[""])
+        finals[value] = stages["_full"]
+    return out[:len(values)], out[len(values):], finals, lead
 
 
 def describe(over: dict) -> str:

@@ -8,8 +8,10 @@ One row per (model, setup), its seeds pooled:
 - p: paired bootstrap p-value of those per-example averages against the reference row's (the grid's
   `reference` run's model and setup), on the examples both scored.
 - Learning rate: the value the search chose (llmhub/study/grid.py), with every screened value's validation
-  loss, read from the study's screen/ runs, and the lowest one's value when it was screened after the
-  row trained (the grid's `extend`, by `sweep --screen_only`).
+  loss, read from the study's screen/ runs, then the second rung's full-length validation losses where it
+  ran (`finalists`: the screen/*_full runs, and the row's run of the same seed for the value it trained
+  with), and the value that is now lowest when it differs from the row's (found after the row trained:
+  `extend` or `finalists` added and run by `sweep --screen_only`).
 - Training time, tokens/s, cost: means over seeds; peak memory: the largest.
 Beside it, the original study's figures, labelled: its SAMSum table (GPU, 7B-class models, the full
 train split), or its 20 Newsgroups accuracies at the study's number of training posts.
@@ -124,27 +126,42 @@ def reference_row(rows: list[Row]) -> Row | None:
     return next((row for row in rows if any(r.path.parent.name == named for r in row.runs)), rows[0] if rows else None)
 
 
-def screened(folder: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """(model, method) -> [(learning rate, validation loss)] of the study's screening runs."""
+def screened(folder: Path) -> dict[tuple[str, str, str], list[tuple[float, float, int]]]:
+    """(model, method, "screen" or "full") -> [(learning rate, validation loss, seed)] of the study's
+    screening runs and second-rung full-length runs (folders ending in _full)."""
     out = defaultdict(list)
     for path in sorted((folder / "screen").glob("*/results.json")):
         data = json.loads(path.read_text())
         loss = (data.get("validation") or {}).get("loss")
         cfg = data["config"]
         if isinstance(loss, (int, float)):
-            out[(Path(cfg["model"]["pretrained_ckpt"]).name, cfg["method"]["method"])].append(
-                (cfg["train"]["learning_rate"], loss))
+            stage = "full" if path.parent.name.endswith("_full") else "screen"
+            out[(Path(cfg["model"]["pretrained_ckpt"]).name, cfg["method"]["method"], stage)].append(
+                (cfg["train"]["learning_rate"], loss, cfg["train"]["seed"]))
     return {k: sorted(v) for k, v in out.items()}
+
+
+def _losses(pairs) -> str:
+    return ", ".join(f"{lr:g} ({loss:.3f})" for lr, loss in pairs)
 
 
 def _learning_rate(row: Row, screens: dict) -> str:
     if row.runs[0].mode != "finetune":
         return "-"
     chosen = row.runs[0].flat.get("learning_rate")
-    tried = screens.get((row.model, row.runs[0].flat.get("method")))
+    tried = screens.get((row.model, row.runs[0].flat.get("method"), "screen"))
     if not tried:
         return f"{chosen:g}"
-    cell = f"**{chosen:g}** of " + ", ".join(f"{lr:g} ({loss:.3f})" for lr, loss in tried)
+    cell = f"**{chosen:g}** of " + _losses((lr, loss) for lr, loss, _ in tried)
+    full = screens.get((row.model, row.runs[0].flat.get("method"), "full"), [])
+    seed = full[0][2] if full else None
+    own = [(chosen, r.data["validation"]["loss"]) for r in row.runs
+           if r.flat.get("seed") == seed and (r.data.get("validation") or {}).get("loss") is not None]
+    if full:  # the second rung: the full-length runs, and this row's run of their seed
+        lengths = sorted([*own, *((lr, loss) for lr, loss, _ in full)])
+        cell += f"; full length (seed {seed}): " + _losses(lengths)
+        best = min(lengths, key=lambda t: t[1])[0]
+        return cell if best == chosen else cell + f"; lowest at full length: {best:g}"
     best = min(tried, key=lambda t: t[1])[0]
     return cell if best == chosen else cell + f"; lowest since: {best:g} (screened after this row trained)"
 

@@ -75,46 +75,90 @@ def record_error(run: Run, message: str, trace: str = "") -> None:
                                             "config": run.config})
 
 
-def _loss(screen: Run) -> float | None:
-    loss = ((finished_record(screen.out_dir / "results.json") or {}).get("validation") or {}).get("loss")
+def _validation_loss(record: dict | None) -> float | None:
+    loss = ((record or {}).get("validation") or {}).get("loss")
     return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None
 
 
-def _best(screens: list[Run]) -> Run:
-    """The screening run of lowest validation loss (the first listed on a tie); one without a loss
-    is an error naming it."""
-    losses = []
-    for screen in screens:
-        if (loss := _loss(screen)) is None:
-            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
-        losses.append(loss)
-    return screens[losses.index(min(losses))]
-
-
-def _finished_best(screens: list[Run]) -> Run | None:
-    """Like _best, but None while a screening run has no validation loss (each results.json read once)."""
-    losses = [_loss(s) for s in screens]
-    return None if None in losses else screens[losses.index(min(losses))]
+def _loss(screen: Run) -> float | None:
+    return _validation_loss(finished_record(screen.out_dir / "results.json"))
 
 
 def grown(run: Run) -> Run:
     """The run with its reserve's next value moved into its screens while every screen has finished
     and the largest value screened has the lowest validation loss (grid `extend`)."""
-    while run.reserve and _finished_best(run.screens) is max(run.screens, key=lambda s: s.overrides[run.search_key]):
+    while run.reserve and (ranked := _ranked(run)) and ranked[0] == max(ranked):
         run = replace(run, screens=[*run.screens, run.reserve[0]], reserve=run.reserve[1:])
     return run
 
 
+def _ranked(run: Run) -> list | None:
+    """The screened values, lowest validation loss first (the first listed on a tie); None while a
+    screening run has no loss. Each results.json is read once."""
+    losses = [_loss(s) for s in run.screens]
+    if None in losses:
+        return None
+    return [run.screens[i].overrides[run.search_key] for i in sorted(range(len(losses)), key=losses.__getitem__)]
+
+
+def finalists(run: Run) -> list | None:
+    """The values of the run's second rung: its `finalists` best screened values, best first."""
+    ranked = _ranked(run)
+    return None if ranked is None else ranked[:run.finalists]
+
+
+def _full_loss(run: Run, value) -> float | None:
+    """The full-length validation loss of `value`: the group's lead's when it finished with that
+    value, else that of the value's full-length run (None while neither has one)."""
+    record = finished_record(run.lead / "results.json") if run.lead else None
+    if record and flatten(record["config"]).get(run.search_key) == value:
+        return _validation_loss(record)
+    return _loss(run.finals[value])
+
+
+def missing_finals(run: Run, lead_trains: bool = False) -> list[Run]:
+    """The full-length runs its second rung still needs (none for a one-rung search, or while
+    screening runs are unfinished); with `lead_trains`, the screens' winner is left to the lead."""
+    top = finalists(run) if run.finalists > 1 else None
+    return [run.finals[v] for v in (top or [])[lead_trains:] if _full_loss(run, v) is None]
+
+
+def choice(run: Run):
+    """The value the search chooses: of lowest full-length validation loss among the finalists
+    (the better screened on a tie), or with one rung of lowest screening loss; None while unfinished."""
+    top = finalists(run)
+    if top is None or run.finalists == 1:
+        return None if top is None else top[0]
+    losses = [_full_loss(run, v) for v in top]
+    return None if None in losses else top[losses.index(min(losses))]
+
+
+def _is_lead(run: Run) -> bool:
+    return run.finalists > 1 and run.out_dir == run.lead
+
+
+def _chosen(run: Run):
+    """choice(run); the lead of an unfinished second rung takes the screens' winner (it is that value's
+    full-length run); a screening or full-length run without a loss is an error naming it."""
+    if (value := choice(run)) is not None:
+        return value
+    for screen in run.screens:
+        if _loss(screen) is None:
+            raise HubError(f"screening run {screen.name} has no validation loss (see {screen.out_dir})")
+    if _is_lead(run):
+        return finalists(run)[0]
+    final = missing_finals(run)[0]
+    raise HubError(f"full-length run {final.name} has no validation loss (see {final.out_dir})")
+
+
 def searched(run: Run) -> Run:
-    """The run with its search key set to the candidate of lowest validation loss in its screening
-    runs (the first listed on a tie); a screening run without a loss fails the run, naming it."""
+    """The run with its search key set to the search's choice (`_chosen`); a screening or
+    full-length run without a loss fails the run, naming it."""
     if not run.screens:
         return run
-    best = _best(run.screens)
+    chosen = _chosen(run)
     cfg = apply_overrides(RunConfig(), run.config)
-    value = getattr(getattr(cfg, _section(run.search_key)), run.search_key)
-    chosen = getattr(getattr(apply_overrides(RunConfig(), best.config), _section(run.search_key)), run.search_key)
-    if value == chosen:
+    if getattr(getattr(cfg, _section(run.search_key)), run.search_key) == chosen:
         return run
     return replace(run, config=apply_overrides(cfg, {run.search_key: chosen}).to_dict(),
                    overrides={**run.overrides, run.search_key: chosen})
@@ -125,12 +169,12 @@ def _section(key: str) -> str:
 
 
 def _unfinished_screens(runs: list[Run]) -> list[Run]:
-    seen = {}
-    for run in runs:
-        for screen in run.screens:
-            if screen.status() != "done":
-                seen.setdefault(screen.name, screen)
-    return list(seen.values())
+    return _unique(s for run in runs for s in run.screens if s.status() != "done")
+
+
+def _unique(runs) -> list[Run]:
+    """`runs` without repeats (screening runs are shared by the runs of a group)."""
+    return list({r.name: r for r in runs}.values())
 
 
 def _run_searched(run: Run) -> dict:
@@ -161,16 +205,29 @@ def _screen_local(run: Run, where: str, out: list[dict], log) -> Run:
 
 def _run_local(runs: list[Run], log, screen_only: bool = False) -> list[dict]:
     """One run after another; a run's screening runs go just before it (so the first results come
-    early), skipped where an earlier run of its group already screened."""
+    early), skipped where an earlier run of its group already screened. With a second rung, a
+    group's lead trains first and the other finalists' full-length runs after it."""
     out: list[dict] = []
     for i, run in enumerate(runs, 1):
-        run = _screen_local(run, f"[{i}/{len(runs)}]", out, log)
-        if screen_only:
-            continue
-        print(f"[{i}/{len(runs)}] {run.name}: {run.action} ({run.status()})", file=log, flush=True)
-        out.append(_run_searched(run))
-        _log_result(out[-1], log)
+        where = f"[{i}/{len(runs)}]"
+        run = _screen_local(run, where, out, log)
+        lead_first = _is_lead(run) and not screen_only
+        if lead_first:
+            _train_local(run, where, out, log)
+        for final in missing_finals(run):
+            print(f"{where} full-length {final.name}: {run.search_key}={final.overrides[run.search_key]} "
+                  f"({final.status()})", file=log, flush=True)
+            out.append(run_one(final))
+            _log_result(out[-1], log)
+        if not (screen_only or lead_first):
+            _train_local(run, where, out, log)
     return out
+
+
+def _train_local(run: Run, where: str, out: list[dict], log) -> None:
+    print(f"{where} {run.name}: {run.action} ({run.status()})", file=log, flush=True)
+    out.append(_run_searched(run))
+    _log_result(out[-1], log)
 
 
 def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial: float,
@@ -191,10 +248,15 @@ def _run_ray(runs: list[Run], log, gpus_per_trial: float | None, cpus_per_trial:
             break
         ran.update(s.name for s in screens)
         out += _ray_stage(ray, task, screens, log)
+    train = ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(_run_searched)
+    # a second rung: the groups' leads first (each the full-length run of its screens' winner), then the
+    # other finalists' full-length runs, then the remaining runs with the value chosen
+    leads = [] if screen_only else [r for r in runs if _is_lead(r)]
+    out += _ray_stage(ray, train, leads, log) if leads else []
+    out += _ray_stage(ray, task, _unique(f for r in runs for f in missing_finals(r)), log)
     if screen_only:
         return out
-    return out + _ray_stage(ray, ray.remote(num_gpus=gpus_per_trial, num_cpus=cpus_per_trial, max_retries=0)(
-        _run_searched), runs, log)
+    return out + _ray_stage(ray, train, [r for r in runs if not _is_lead(r)], log)
 
 
 def _ray_stage(ray, task, runs: list[Run], log) -> list[dict]:
@@ -223,12 +285,19 @@ def _log_result(result: dict, log) -> None:
 
 
 def stale_choice(run: Run) -> str | None:
-    """For a finished searched run whose screens have all finished: a note when the search now
-    chooses another value than the one the run trained with (e.g. after `extend` screened more)."""
-    finished = _finished_best(run.screens) if run.screens and run.status() == "done" else None
-    if finished is None:
+    """For a finished searched run: a note when the search now chooses another value than the one
+    the run trained with (e.g. after `extend` screened more, or another finalist won the second
+    rung), or, for a group's lead, when its second rung has not run."""
+    if not run.screens or run.status() != "done":
         return None
-    best = finished.overrides[run.search_key]
+    best = choice(run)
+    if best is None:
+        top = finalists(run)
+        if top is None or not _is_lead(run):
+            return None
+        pending = ", ".join(f"{v:g}" for v in top if _full_loss(run, v) is None)
+        return (f"{run.name}: its search's second rung has not run (full-length {run.search_key}={pending}); "
+                f"`sweep --screen_only --only {run.name}` runs it")
     used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
     if used == best:
         return None
@@ -244,7 +313,9 @@ def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gp
     log = log or sys.stdout
     todo = [r for r in runs if (r.screens if screen_only else r.status() != "done")]
     for run in runs:
-        for screen in grown(run).screens if dry_run and run in todo else []:
+        planned = grown(run)
+        finals = missing_finals(planned, lead_trains=_is_lead(planned) and not screen_only)
+        for screen in [*planned.screens, *finals] if dry_run and run in todo else []:
             print(f"{'screen (' + screen.status() + ')':26s} {screen.out_dir}  [{describe(screen.overrides)}]",
                   file=log)
         if dry_run or run.status() == "done":
@@ -288,8 +359,9 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", dest="axes", action="append", default=[], metavar="KEY=V1,V2",
                    help="replace (or add) a grid axis, e.g. --grid lora_r=4,8 to shrink a sweep")
     p.add_argument("--screen_only", "--screen-only", action="store_true",
-                   help="run only the searches' screening runs of the selected runs, finished runs too (e.g. after "
-                        "adding `extend`), and say which finished runs the search would now train otherwise")
+                   help="run only the searches' screening runs (and second rungs' full-length runs) of the selected "
+                        "runs, finished runs too (e.g. after adding `extend` or `finalists`), and say which finished "
+                        "runs the search would now train otherwise")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only the named runs (repeatable, or comma-separated), e.g. --only lora,full")
     p.add_argument("--backend", default="local", choices=["local", "ray"],
@@ -318,7 +390,8 @@ def main(args) -> None:
                                                    "overrides": r.overrides,
                                                    **({"search": {"key": r.search_key,
                                                                   "screens": [x.name for x in r.screens],
-                                                                  "extend": [x.name for x in r.reserve]}}
+                                                                  "extend": [x.name for x in r.reserve],
+                                                                  "finalists": r.finalists}}
                                                       if r.screens else {})} for r in runs]})
     try:
         results = run_sweep(chosen, args.backend, args.dry_run, args.gpus_per_trial, args.cpus_per_trial,

@@ -77,6 +77,20 @@ def test_a_value_screened_after_the_run_that_wins_is_named(study):
             "(screened after this row trained)") in row
 
 
+def test_a_second_rung_shows_full_length_losses_and_names_a_finalist_that_wins(study):
+    lead = study / "llama2/study/small_lora_s42/results.json"  # the row's run of the full-length runs' seed
+    lead.write_text(json.dumps({**json.loads(lead.read_text()), "validation": {"loss": 1.9}}))
+    full = fake(study, "llama2/study/screen/small_lora_learning_rate-0.001_full", {}, pretrained_ckpt="small",
+                method="lora", learning_rate=1e-3, seed=42)
+    full.write_text(json.dumps({**json.loads(full.read_text()), "mode": "screen", "validation": {"loss": 1.8}}))
+    row = next(line for line in model_study.table(load_records(study)).splitlines() if "| small | " in line
+               and "LoRA" in line)
+    assert ("**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300); full length (seed 42): 0.0003 (1.900), "
+            "0.001 (1.800); lowest at full length: 0.001 |") in row
+    full.write_text(json.dumps({**json.loads(full.read_text()), "validation": {"loss": 2.0}}))
+    assert "0.0003 (1.900), 0.001 (2.000) |" in model_study.table(load_records(study))  # the row's rate stands
+
+
 def test_scaling_plot_is_drawn(study, tmp_path):
     paths = model_study.plot_scaling(load_records(study), tmp_path / "assets")
     (path,) = paths.values()

@@ -109,6 +109,61 @@ def test_screen_only_screens_finished_runs_and_names_a_changed_choice(tiny_model
     assert f"note: s1: its search now chooses learning_rate=0.05 (it trained with 1e-07); remove {out / 's1'}" in log
 
 
+def _learning_rate(path: Path) -> float:
+    return json.loads(path.read_text())["config"]["train"]["learning_rate"]
+
+
+def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny_models, data_dir, tmp_path, capsys):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["search"]["finalists"] = 2
+    spec["runs"] = spec["runs"][:2]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    log = capsys.readouterr().out
+    group = f"{tiny_models['llama'].name}_lora"
+    screens = {_learning_rate(p): json.loads(p.read_text())["validation"]["loss"]
+               for p in (out / "screen").glob(f"{group}_learning_rate-*[0-9]/results.json")}
+    winner = min(screens, key=screens.get)
+    s1 = json.loads((out / "s1" / "results.json").read_text())
+    assert s1["config"]["train"]["learning_rate"] == winner  # the lead trains first, with the screens' winner
+    (full,) = (out / "screen").glob("*_full/results.json")  # the other finalist only: s1 is the winner's
+    other = json.loads(full.read_text())
+    assert other["mode"] == "screen" and other["train"]["steps"] == 4 and other["metrics"] == {}  # the whole recipe
+    assert other["config"]["train"]["learning_rate"] != winner and other["config"]["train"]["seed"] == 1
+    assert log.index("s1: train") < log.index(f"full-length {full.parent.name}") < log.index("s2: train")
+    at_full = {winner: s1["validation"]["loss"], _learning_rate(full): other["validation"]["loss"]}
+    chosen = min(at_full, key=at_full.get)
+    assert _learning_rate(out / "s2" / "results.json") == chosen
+    assert (f"note: s1: its search now chooses learning_rate={chosen:g}" in log) == (chosen != winner)
+    main(["sweep", str(grid), "--output_root", str(out)])
+    assert "2 runs: 0 to run, 2 finished" in capsys.readouterr().out
+
+
+def test_a_second_rung_added_later_runs_with_screen_only(tiny_models, data_dir, tmp_path, capsys):
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["runs"] = spec["runs"][:1]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])  # one rung
+    before = (out / "s1" / "results.json").read_text()
+    spec["search"]["finalists"] = 2
+    grid.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    main(["sweep", str(grid), "--output_root", str(out), "--dry-run"])
+    log = capsys.readouterr().out
+    other = next(v for v in (1.0e-7, 5.0e-2) if v != _learning_rate(out / "s1" / "results.json"))
+    assert f"note: s1: its search's second rung has not run (full-length learning_rate={other:g}); " in log
+    assert not list((out / "screen").glob("*_full"))
+    main(["sweep", str(grid), "--output_root", str(out), "--screen_only"])
+    log = capsys.readouterr().out
+    assert log.count("full-length ") == 1 and log.count("screen ") == 0  # screens finished; s1 counts for its value
+    assert (out / "s1" / "results.json").read_text() == before
+    assert "second rung has not run" not in log
+
+
 def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, tmp_path):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["runs"] = [{"name": "searched"}, {"name": "own", "method": "full", "learning_rate": 2.0e-5}]
@@ -120,7 +175,9 @@ def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, t
 
 
 @pytest.mark.parametrize("search,message", [
-    ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group, extend]}"),
+    ({"key": "learning_rate", "values": [1e-3]}, "expected {key, values, screen[, group, extend, finalists]}"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "finalists": 0},
+     "finalists must be a whole number >= 1 (1: no second rung), got 0"),
     ({"key": "nope", "values": [1e-3], "screen": {"eval_steps": 1}}, "key 'nope' is not a config key"),
     ({"key": "learning_rate", "values": [], "screen": {"eval_steps": 1}}, "non-empty list"),
     ({"key": "learning_rate", "values": [1e-3], "screen": {"max_steps": 2}}, "screen must set eval_steps"),

@@ -113,16 +113,15 @@ def _learning_rate(path: Path) -> float:
     return json.loads(path.read_text())["config"]["train"]["learning_rate"]
 
 
-def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny_models, data_dir, tmp_path, capsys):
+def _second_rung_grid(tmp_path, tiny_models, data_dir) -> dict:
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["search"]["finalists"] = 2
     spec["runs"] = spec["runs"][:2]
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])
-    log = capsys.readouterr().out
-    group = f"{tiny_models['llama'].name}_lora"
+    return spec
+
+
+def _check_second_rung(out: Path, group: str) -> tuple[float, float]:
+    """The screens' winner and the value chosen at full length, checked against the files."""
     screens = {_learning_rate(p): json.loads(p.read_text())["validation"]["loss"]
                for p in (out / "screen").glob(f"{group}_learning_rate-*[0-9]/results.json")}
     winner = min(screens, key=screens.get)
@@ -132,13 +131,39 @@ def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny
     other = json.loads(full.read_text())
     assert other["mode"] == "screen" and other["train"]["steps"] == 4 and other["metrics"] == {}  # the whole recipe
     assert other["config"]["train"]["learning_rate"] != winner and other["config"]["train"]["seed"] == 1
-    assert log.index("s1: train") < log.index(f"full-length {full.parent.name}") < log.index("s2: train")
     at_full = {winner: s1["validation"]["loss"], _learning_rate(full): other["validation"]["loss"]}
     chosen = min(at_full, key=at_full.get)
     assert _learning_rate(out / "s2" / "results.json") == chosen
+    return winner, chosen
+
+
+def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny_models, data_dir, tmp_path, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(_second_rung_grid(tmp_path, tiny_models, data_dir)))
+    out = tmp_path / "out"
+    main(["sweep", str(grid), "--output_root", str(out)])
+    log = capsys.readouterr().out
+    group = f"{tiny_models['llama'].name}_lora"
+    winner, chosen = _check_second_rung(out, group)
+    assert log.index("s1: train") < log.index(f"full-length {group}_learning_rate-") < log.index("s2: train")
     assert (f"note: s1: its search now chooses learning_rate={chosen:g}" in log) == (chosen != winner)
     main(["sweep", str(grid), "--output_root", str(out)])
     assert "2 runs: 0 to run, 2 finished" in capsys.readouterr().out
+
+
+def test_second_rung_on_ray(tiny_models, data_dir, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    from llmhub.study import sweep
+
+    ray = sweep.init_ray(None, {"num_cpus": 2})
+    try:
+        out = tmp_path / "out"
+        runs = expand(_second_rung_grid(tmp_path, tiny_models, data_dir), out)
+        results = sweep.run_sweep(runs, backend="ray", cpus_per_trial=1, gpus_per_trial=0)
+        assert [r["status"] for r in results] == ["done"] * 5, results  # 2 screens, s1, 1 full-length, s2
+        _check_second_rung(out, f"{tiny_models['llama'].name}_lora")
+    finally:
+        ray.shutdown()
 
 
 def test_a_second_rung_added_later_runs_with_screen_only(tiny_models, data_dir, tmp_path, capsys):

@@ -287,17 +287,19 @@ def _log_result(result: dict, log) -> None:
 def stale_choice(run: Run) -> str | None:
     """For a finished searched run: a note when the search now chooses another value than the one
     the run trained with (e.g. after `extend` screened more, or another finalist won the second
-    rung), or, for a group's lead, when its second rung has not run."""
+    rung), or, for a group's lead, when its search has runs still to run (e.g. `extend` or
+    `finalists` added after it trained)."""
     if not run.screens or run.status() != "done":
         return None
     best = choice(run)
-    if best is None:
-        top = finalists(run)
-        if top is None or not _is_lead(run):
+    if best is None:  # named once per group, at its lead
+        if run.out_dir != run.lead:
             return None
-        pending = ", ".join(f"{v:g}" for v in top if _full_loss(run, v) is None)
-        return (f"{run.name}: its search's second rung has not run (full-length {run.search_key}={pending}); "
-                f"`sweep --screen_only --only {run.name}` runs it")
+        top = finalists(run)
+        stage, pending = (("screening", [s.overrides[run.search_key] for s in run.screens if _loss(s) is None])
+                          if top is None else ("full-length", [v for v in top if _full_loss(run, v) is None]))
+        return (f"{run.name}: its search has not finished ({stage} {run.search_key}="
+                f"{', '.join(f'{v:g}' for v in pending)} to run); `sweep --screen_only --only {run.name}` runs it")
     used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
     if used == best:
         return None

@@ -26,13 +26,19 @@ def _grid(tmp_path, model_dir, data_dir, values) -> dict:
                      {"name": "zero", "action": "baseline", "mode": "zero-shot"}]}
 
 
-def test_search_picks_the_lowest_validation_loss_and_is_shared(tiny_models, data_dir, tmp_path, capsys):
-    # 1e-7 barely moves the adapter; 5e-2 on a tiny random model lowers the validation loss far more
-    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+def _sweep(tmp_path, spec: dict) -> tuple[Path, Path]:
+    """`spec` written to a grid file and swept into tmp_path/out: the grid file and that folder."""
     grid = tmp_path / "g.yaml"
     grid.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
     main(["sweep", str(grid), "--output_root", str(out)])
+    return grid, out
+
+
+def test_search_picks_the_lowest_validation_loss_and_is_shared(tiny_models, data_dir, tmp_path, capsys):
+    # 1e-7 barely moves the adapter; 5e-2 on a tiny random model lowers the validation loss far more
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    grid, out = _sweep(tmp_path, spec)
     screens = {p.parent.name: json.loads(p.read_text()) for p in (out / "screen").glob("*/results.json")}
     group = f"{tiny_models['llama'].name}_lora"  # the search's default group: {pretrained_ckpt}_{method}
     assert sorted(screens) == [f"{group}_learning_rate-0.05", f"{group}_learning_rate-1e-07"]
@@ -55,10 +61,7 @@ def test_search_picks_the_lowest_validation_loss_and_is_shared(tiny_models, data
 def test_search_resumes_after_a_killed_screen(tiny_models, data_dir, tmp_path, capsys):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["runs"] = spec["runs"][:1]
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])
+    grid, out = _sweep(tmp_path, spec)
     first = json.loads((out / "s1" / "results.json").read_text())
     (out / "s1" / "results.json").unlink()  # as if killed: one screen and the run are redone
     group = f"{tiny_models['llama'].name}_lora"
@@ -75,10 +78,7 @@ def test_extend_screens_above_the_range_while_its_top_wins(tiny_models, data_dir
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["search"]["extend"] = {"lora": [0.5, 5.0]}
     spec["runs"] = spec["runs"][:1]
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])
+    grid, out = _sweep(tmp_path, spec)
     losses = {r["config"]["train"]["learning_rate"]: r["validation"]["loss"]
               for r in map(json.loads, map(Path.read_text, (out / "screen").glob("*/results.json")))}
     expected = [1.0e-7, 5.0e-2]  # the rule, replayed on the losses: the next value while the top wins
@@ -94,10 +94,7 @@ def test_extend_screens_above_the_range_while_its_top_wins(tiny_models, data_dir
 def test_screen_only_screens_finished_runs_and_names_a_changed_choice(tiny_models, data_dir, tmp_path, capsys):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7])
     spec["runs"] = spec["runs"][:1]
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])
+    grid, out = _sweep(tmp_path, spec)
     before = (out / "s1" / "results.json").read_text()
     spec["search"]["extend"] = {"lora": [5.0e-2]}  # the lone value "wins": 5e-2 is screened, and wins
     grid.write_text(yaml.safe_dump(spec))
@@ -138,10 +135,7 @@ def _check_second_rung(out: Path, group: str) -> tuple[float, float]:
 
 
 def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny_models, data_dir, tmp_path, capsys):
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(_second_rung_grid(tmp_path, tiny_models, data_dir)))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])
+    grid, out = _sweep(tmp_path, _second_rung_grid(tmp_path, tiny_models, data_dir))
     log = capsys.readouterr().out
     group = f"{tiny_models['llama'].name}_lora"
     winner, chosen = _check_second_rung(out, group)
@@ -169,10 +163,7 @@ def test_second_rung_on_ray(tiny_models, data_dir, tmp_path):
 def test_a_second_rung_added_later_runs_with_screen_only(tiny_models, data_dir, tmp_path, capsys):
     spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
     spec["runs"] = spec["runs"][:1]
-    grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "out"
-    main(["sweep", str(grid), "--output_root", str(out)])  # one rung
+    grid, out = _sweep(tmp_path, spec)  # one rung
     before = (out / "s1" / "results.json").read_text()
     spec["search"]["finalists"] = 2
     grid.write_text(yaml.safe_dump(spec))
@@ -180,13 +171,13 @@ def test_a_second_rung_added_later_runs_with_screen_only(tiny_models, data_dir, 
     main(["sweep", str(grid), "--output_root", str(out), "--dry-run"])
     log = capsys.readouterr().out
     other = next(v for v in (1.0e-7, 5.0e-2) if v != _learning_rate(out / "s1" / "results.json"))
-    assert f"note: s1: its search's second rung has not run (full-length learning_rate={other:g}); " in log
+    assert f"note: s1: its search has not finished (full-length learning_rate={other:g} to run); " in log
     assert not list((out / "screen").glob("*_full"))
     main(["sweep", str(grid), "--output_root", str(out), "--screen_only"])
     log = capsys.readouterr().out
     assert log.count("full-length ") == 1 and log.count("screen ") == 0  # screens finished; s1 counts for its value
     assert (out / "s1" / "results.json").read_text() == before
-    assert "second rung has not run" not in log
+    assert "has not finished" not in log
 
 
 def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, tmp_path):

@@ -22,9 +22,10 @@ A grid file (YAML):
       extend: {lora: [3.0e-3], ia3: [3.0e-2]}   # optional: larger values, screened while the largest wins
       finalists: 2                              # optional: a second rung, the 2 best screened trained in full
 
-A search is successive halving with one rung: every candidate trains `screen` steps into
-<output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the losers stop
-there, and the run itself trains in full with the value of lowest validation loss. Screening runs are
+A search is successive halving (one rung, or two with `finalists`): every candidate trains `screen`
+steps into <output_root>/screen/<group>_<key>-<value>/ (validation loss only, no test split), the
+losers stop there, and the run itself trains in full with the value of lowest validation loss (with
+one rung; with two, see `finalists` below). Screening runs are
 ordinary resumable runs, so a killed sweep resumes inside its search too. A run that sets the key
 itself (`runs: [{name: full, method: full, learning_rate: 1.0e-4}]`) keeps its value, unscreened.
 When the largest value screened wins, the range may have stopped short of the best; `extend` lists

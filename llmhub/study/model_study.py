@@ -155,7 +155,7 @@ def _learning_rate(row: Row, screens: dict) -> str:
     cell = f"**{chosen:g}** of " + _losses((lr, loss) for lr, loss, _ in tried)
     full = screens.get((row.model, row.runs[0].flat.get("method"), "full"), [])
     seed = full[0][2] if full else None
-    own = [(chosen, r.data["validation"]["loss"]) for r in row.runs
+    own = [(r.flat.get("learning_rate"), r.data["validation"]["loss"]) for r in row.runs
            if r.flat.get("seed") == seed and (r.data.get("validation") or {}).get("loss") is not None]
     if full:  # the second rung: the full-length runs, and this row's run of their seed
         lengths = sorted([*own, *((lr, loss) for lr, loss, _ in full)])

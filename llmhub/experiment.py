@@ -65,8 +65,8 @@ def prepare(cfg: RunConfig, splits=("train", "test"), mode: str = "finetune") ->
     dtype = models.resolve_dtype(cfg.model.torch_dtype)
     if mode in ("finetune", "evaluate") and family != "encoder":
         _check_prompt_room(cfg, family, spec.kind)
-    if mode in ("finetune", "evaluate") and cfg.eval.eval_engine == "vllm":
-        vllm_eval.check(family, cfg.method.method)
+    if mode in ("finetune", "evaluate") and "test" in splits and cfg.eval.eval_engine == "vllm":
+        vllm_eval.check(family, cfg.method.method)  # a screening run (no test split) never evaluates
     if mode == "finetune" and "train" in splits:
         if family == "encoder" and spec.kind != "classification":
             raise HubError(f"encoder model '{cfg.model.pretrained_ckpt}' only does classification tasks")

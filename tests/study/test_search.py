@@ -160,6 +160,30 @@ def test_second_rung_trains_the_finalists_in_full_and_chooses_on_their_loss(tiny
     assert "2 runs: 0 to run, 2 finished" in capsys.readouterr().out
 
 
+def test_a_lead_overturned_at_full_length_is_kept_as_its_values_run_and_retrained(tiny_models, data_dir, tmp_path,
+                                                                                 capsys):
+    grid, out = _sweep(tmp_path, _second_rung_grid(tmp_path, tiny_models, data_dir))
+    (full,) = (out / "screen").glob("*_full/results.json")
+    record = json.loads(full.read_text())
+    lead_loss = json.loads((out / "s1" / "results.json").read_text())["validation"]["loss"]
+    record["validation"]["loss"] = lead_loss - 1.0  # the other finalist wins at full length
+    full.write_text(json.dumps(record))
+    used, other = _learning_rate(out / "s1" / "results.json"), record["config"]["train"]["learning_rate"]
+    capsys.readouterr()
+    main(["sweep", str(grid), "--output_root", str(out), "--dry-run"])
+    note = (f"note: s1: its search now chooses learning_rate={other:g} (it trained with {used:g}); "
+            f"move {out / 's1'} to ")
+    log = capsys.readouterr().out
+    assert note in log
+    kept = Path(log.split(note)[1].split(" ")[0])
+    assert kept.parent == out / "screen" and kept.name.endswith("_full") and not kept.exists()
+    (out / "s1").rename(kept)  # as the note says
+    main(["sweep", str(grid), "--output_root", str(out), "--only", "s1"])
+    assert _learning_rate(out / "s1" / "results.json") == other  # not the screens' winner again
+    main(["sweep", str(grid), "--output_root", str(out), "--dry-run"])
+    assert "note: s1:" not in capsys.readouterr().out
+
+
 def test_second_rung_on_ray(tiny_models, data_dir, tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
     from llmhub.study import sweep

@@ -306,12 +306,11 @@ def stale_choice(run: Run) -> str | None:
     used = flatten(finished_record(run.out_dir / "results.json")["config"]).get(run.search_key)
     if used == best:
         return None
+    stale = f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
     if _is_lead(run) and used in run.finals:  # it is `used`'s full-length run: kept there, not removed
-        return (f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
-                f"move {run.out_dir} to {run.finals[used].out_dir} (the full-length run of {used:g}) and rerun "
-                "to train it with that")
-    return (f"{run.name}: its search now chooses {run.search_key}={best:g} (it trained with {used:g}); "
-            f"remove {run.out_dir} and rerun to train it with that")
+        return stale + (f"move {run.out_dir} to {run.finals[used].out_dir} (the full-length run of {used:g}) "
+                        "and rerun to train it with that")
+    return stale + f"remove {run.out_dir} and rerun to train it with that"
 
 
 def run_sweep(runs: list[Run], backend: str = "local", dry_run: bool = False, gpus_per_trial: float | None = None,

@@ -309,6 +309,8 @@ def _check_search(search, src: str) -> dict | None:
         lists = given.values() if isinstance(given, dict) else [given]
         if not all(isinstance(v, list) and v for v in lists):
             raise HubError(f"{where}: {part} must be a non-empty list, or a non-empty list per method")
+    if not isinstance(search["screen"], dict):
+        raise HubError(f"{where}: screen must be a mapping of config keys, got {search['screen']!r}")
     screen = _flat(search["screen"], f"{where}: screen")
     if not screen.get("eval_steps"):
         raise HubError(f"{where}: screen must set eval_steps (a screening run's result is its validation loss)")

@@ -236,6 +236,7 @@ def test_a_run_that_sets_the_key_itself_is_not_searched(tiny_models, data_dir, t
     ({"key": "nope", "values": [1e-3], "screen": {"eval_steps": 1}}, "key 'nope' is not a config key"),
     ({"key": "learning_rate", "values": [], "screen": {"eval_steps": 1}}, "non-empty list"),
     ({"key": "learning_rate", "values": [1e-3], "screen": {"max_steps": 2}}, "screen must set eval_steps"),
+    ({"key": "learning_rate", "values": [1e-3], "screen": 10}, "screen must be a mapping of config keys, got 10"),
     ({"key": "learning_rate", "values": {"ia3": [1e-3]}, "screen": {"eval_steps": 1}}, "no values for method 'lora'"),
     ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "extend": []}, "extend must be a non-empty"),
     ({"key": "learning_rate", "values": [1e-3], "screen": {"eval_steps": 1}, "extend": [3e-3, 2e-3]},

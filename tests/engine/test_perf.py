@@ -16,19 +16,32 @@ from llmhub.train import collator, make_trainer, tokenize_rows
 from test_experiments import tiny_config
 
 
-def test_auto_dtype_is_bf16_only_where_supported():
+def test_auto_dtype_is_bf16_only_where_supported_and_faster(monkeypatch):
     assert models.resolve_dtype("auto", cuda=True, cpu_bf16=False) == torch.bfloat16
     assert models.resolve_dtype("auto", cuda=False, cpu_bf16=True) == torch.bfloat16
     assert models.resolve_dtype("auto", cuda=False, cpu_bf16=False) == torch.float32
     assert models.resolve_dtype("float32", cuda=False, cpu_bf16=True) == torch.float32  # override
     assert models.resolve_dtype("bfloat16", cuda=False, cpu_bf16=False) == torch.bfloat16
-    assert models.cpu_supports_bf16("flags\t: fpu avx512f avx512_vnni amx_bf16 amx_tile")
-    assert models.cpu_supports_bf16("flags\t: fpu avx512f avx512_bf16")
+    amx, avx512_bf16 = "flags\t: fpu avx512f avx512_vnni amx_bf16 amx_tile", "flags\t: fpu avx512f avx512_bf16"
+    assert models.cpu_supports_bf16(amx) and models.cpu_supports_bf16(avx512_bf16)
     assert not models.cpu_supports_bf16("flags\t: fpu avx512f avx512bw avx512_vnni")  # no native bf16
-    native = Path("/proc/cpuinfo").is_file() and any(
-        f in Path("/proc/cpuinfo").read_text().split() for f in ("amx_bf16", "avx512_bf16", "bf16"))
-    expected = torch.bfloat16 if native or torch.cuda.is_available() else torch.float32
+    assert not models.cpu_prefers_bf16("flags\t: fpu avx512f avx512bw avx512_vnni")
+
+    # the real probe: one measurement per process, a ratio of two timings
+    speedup = models.bf16_matmul_speedup()
+    assert 0 < speedup < float("inf") and models.bf16_matmul_speedup() is speedup
+    flags = models._cpu_flags(None)
+    native_and_faster = "amx_bf16" in flags or (models.cpu_supports_bf16() and speedup >= models.BF16_MIN_SPEEDUP)
+    expected = torch.bfloat16 if native_and_faster or torch.cuda.is_available() else torch.float32
     assert models.resolve_dtype("auto") == expected
+
+    # the decision for what the probe reads on other CPUs (bench_mfu's peaks: AMD EPYC 2.2, a Xeon
+    # without AMX 0.64); AMX needs no probe
+    for measured, bf16 in ((2.2, True), (0.64, False)):
+        monkeypatch.setattr(models, "bf16_matmul_speedup", lambda: measured)
+        assert models.cpu_prefers_bf16(avx512_bf16) is bf16
+    monkeypatch.setattr(models, "bf16_matmul_speedup", lambda: pytest.fail("AMX needs no probe"))
+    assert models.cpu_prefers_bf16(amx)
 
 
 def _setup(tiny_models, data_dir, tmp_path, method="lora", dtype=torch.float32, family="llama", **extra):

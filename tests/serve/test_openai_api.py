@@ -25,7 +25,7 @@ PROMPT = "### Dialogue: Anna: are you coming to lunch?\nBen: yes\n### Summary:"
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory, tiny_models, data_dir) -> Path:
     # fp32: the server's batches must not flip a bf16 near-tie of this random tiny model (auto is bf16
-    # on CPUs with native bf16), or its answers would differ from one-by-one greedy decoding
+    # on CPUs with fast native bf16), or its answers would differ from one-by-one greedy decoding
     out = trained_experiment(tmp_path_factory.mktemp("openai"), tiny_models["llama"], data_dir, torch_dtype="float32")
     (out / "model" / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     return out

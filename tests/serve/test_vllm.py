@@ -72,7 +72,7 @@ def vllm_exps(tmp_path_factory, tiny_models, data_dir) -> dict[str, Path]:
     """Two tiny LoRA experiments on one base vLLM's CPU attention accepts (head_dim 64; it refuses 16)."""
     model_dir = tiny_models["llama64"]
     root = tmp_path_factory.mktemp("vllm")
-    # fp32 on both sides: "auto" is bf16 on this CPU, and bf16 logits of a random tiny model tie often
+    # fp32 on both sides: "auto" is bf16 on many CPUs, and bf16 logits of a random tiny model tie often
     return {task: trained_experiment(root, model_dir, data_dir, task=task, learning_rate=0.05, torch_dtype="float32")
             for task in ("summarization", "classification")}
 

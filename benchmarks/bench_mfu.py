@@ -157,9 +157,11 @@ def main() -> None:
         return
     shapes = layer_shapes(models.load_config(path))
     report = {"model": args.model, "hardware": hardware(), "layer_shapes": shapes, "load_average_before": os.getloadavg(), "threads": torch.get_num_threads(),
-              "cpu_native_bf16": models.cpu_supports_bf16(), "auto_dtype": str(models.resolve_dtype("auto"))}
+              "cpu_native_bf16": models.cpu_supports_bf16(), "auto_dtype": str(models.resolve_dtype("auto")),
+              "bf16_matmul_speedup": models.bf16_matmul_speedup()}  # the probe `auto` reads without AMX
     report["peak_flops"] = {"fp32": matmul_peak(torch.float32, shapes), "bf16": matmul_peak(torch.bfloat16, shapes)}
-    print(f"native bf16: {report['cpu_native_bf16']}; matmul peak at the layer shapes: "
+    print(f"native bf16: {report['cpu_native_bf16']}; --torch_dtype auto: {report['auto_dtype']} (bf16 matmul "
+          f"probe {report['bf16_matmul_speedup']:.2f}x fp32); matmul peak at the layer shapes: "
           f"fp32 {report['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {report['peak_flops']['bf16'] / 1e9:.0f}",
           flush=True)
     arms = args.arms.split(",")

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "slow on a CPU")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8001)
-    p.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32 (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32", "float16"),
+                   help="auto: on a CPU what `--torch_dtype auto` picks there (bf16 where it is native and "
+                        "faster, else fp32), on a GPU vLLM's own choice (default: %(default)s)")
     p.add_argument("--max_model_len", type=int, default=2048)
     p.add_argument("--kv_cache_gib", default=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
                    help="KV cache in GiB (VLLM_CPU_KVCACHE_SPACE) (default: %(default)s)")
@@ -92,10 +94,13 @@ def lora_flags(base: str, served: list[tuple[str, Path]], specs: list[str]) -> l
 
 def command(args) -> list[str]:
     """The vLLM command line for an experiment or a model folder."""
-    from ..models import load_config, resolve_path
+    from ..models import load_config, resolve_dtype, resolve_path
 
+    dtype = args.dtype
+    if dtype == "auto" and not torch.cuda.is_available():
+        dtype = str(resolve_dtype("auto")).removeprefix("torch.")
     cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", "--host", args.host,
-           "--port", str(args.port), "--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+           "--port", str(args.port), "--dtype", dtype, "--max-model-len", str(args.max_model_len)]
     if args.no_prefix_caching:
         cmd.append("--no-enable-prefix-caching")
     if args.enforce_eager:

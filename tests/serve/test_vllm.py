@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
+from llmhub.models import resolve_dtype
 from llmhub.serve.process import ServerProcess
 from llmhub.serve.vllm_server import command, build_parser
 from test_vllm_upstream import DIALOGUES, front_args
@@ -28,6 +30,9 @@ def test_lora_experiment_command_reads_rank(tmp_path):
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16" and "--enforce-eager" not in cmd
     assert "--enforce-eager" in command(build_parser().parse_args(["--experiment_dir", str(exp), "--enforce_eager"]))
     assert cmd[cmd.index("--lora-modules") + 1] == f"exp={(exp / 'model').resolve()}"
+    # --dtype auto (the default): on a CPU the engine's measured choice, on a GPU vLLM's own
+    auto = "auto" if torch.cuda.is_available() else str(resolve_dtype("auto")).removeprefix("torch.")
+    assert cmd[cmd.index("--dtype") + 1] == auto
 
 
 def test_vllm_answers_like_transformers_in_fp32():

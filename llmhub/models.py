@@ -303,7 +303,7 @@ def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
 @functools.cache
 def bf16_matmul_speedup() -> float:
     """fp32 time / bf16 time of a 512x1024 @ 1024x2048 matmul here (best of 4 each, interleaved, so
-    load on the machine slows both alike); measured once per process, about 0.1 s."""
+    load on the machine slows both alike); measured once per process, 0.1-0.2 s."""
     operands = {dt: (torch.randn(512, 1024, dtype=dt), torch.randn(1024, 2048, dtype=dt))
                 for dt in (torch.float32, torch.bfloat16)}
     best = dict.fromkeys(operands, float("inf"))

@@ -12,6 +12,8 @@ One row per (model, setup), its seeds pooled:
   ran (`finalists`: the screen/*_full runs, and the row's run of the same seed for the value it trained
   with), and the value that is now lowest when it differs from the row's (found after the row trained:
   `extend` or `finalists` added and run by `sweep --screen_only`).
+- Words (summarization): the generated summaries' mean length in words over the seeds, the references'
+  in the note below the table: a summary much shorter than its reference caps its recall, and so ROUGE.
 - Training time, tokens/s, cost: means over seeds; peak memory: the largest.
 Beside it, the original study's figures, labelled: its SAMSum table (GPU, 7B-class models, the full
 train split), or its 20 Newsgroups accuracies at the study's number of training posts.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import HubError
 from ..models import REGISTRY
 from . import compare, stats
 from .records import METHOD_LABEL, Record
@@ -79,6 +82,19 @@ class Row:
     def interval(self, metric: str) -> tuple[float, float] | None:
         found = self.example_scores(metric)
         return stats.bootstrap_interval(found[1], seed=compare.SEED) if found else None
+
+    def words(self) -> tuple[float, float] | None:
+        """Mean length in words of the generated answers over the seeds, and of their references
+        (predictions.jsonl): a summary much shorter than its reference caps its recall, and so its ROUGE F1."""
+        answers, references = [], []
+        for r in self.runs:
+            try:
+                rows = stats.read_predictions(r.path.parent / "predictions.jsonl")
+            except (HubError, OSError):
+                return None
+            answers += [len(row["prediction"].split()) for row in rows]
+            references += [len(str(row["reference"]).split()) for row in rows]
+        return (statistics.fmean(answers), statistics.fmean(references)) if answers else None
 
     def train(self, key: str, reduce=statistics.fmean):
         values = [r.train.get(key) for r in self.runs if isinstance(r.train.get(key), (int, float))]
@@ -204,14 +220,19 @@ def table(records: list[Record]) -> str:
                 cells.append(f"{row.mean(metric):.2f}" + (f" ± {spread:.2f}" if spread is not None else ""))
             bounds = row.interval(primary)
             cost = row.train("cost_usd")
+            if kind == "generation":
+                lengths = row.words()
+                cells.append(f"{lengths[0]:.1f}" if lengths else "-")
             body.append([row.model, _count(row.total_params), row.setup, len(row.seeds) or "-", cells[0],
                          f"[{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds else "-", *cells[1:],
                          p_value(row, ref, primary), _count(row.train("trainable_params")),
                          _learning_rate(row, screens), duration(row.train("seconds")),
                          fmt(row.train("tokens_per_second"), 0), fmt(row.train("peak_memory_mb", max), 0),
                          f"${cost:.4f}" if cost is not None else "-"])
+        words = ["Words"] if kind == "generation" else []
+        references = (ref.words() or (None, None))[1] if words else None
         headers = ["Model", "Params", "Setup", "Seeds", primary_name, "95 % interval", *(n for _, n in metrics[1:]),
-                   f"p vs {ref.model} {ref.setup} ({primary_name})", "Trainable",
+                   *words, f"p vs {ref.model} {ref.setup} ({primary_name})", "Trainable",
                    "Learning rate (screened: val. loss)", "Training time", "Tokens/s", "Peak memory (MB)",
                    "Training cost"]
         hardware = sorted({r.hardware for row in rows for r in row.runs})
@@ -223,7 +244,8 @@ def table(records: list[Record]) -> str:
             "the same averages. A learning rate in bold was chosen by validation loss after a short screen "
             "(the grid's `search`); one without a screen is the grid's own. Training time includes the validation "
             "evaluations; cost = training time x the configured $/hour; tokens/s counts real (unpadded) "
-            "training tokens."))
+            "training tokens." + (f" Words: the generated summaries' mean length in words (the references': "
+                                  f"{references:.1f})." if references is not None else "")))
     return "\n\n".join(out + (_reference(kinds, examples) if out else []))
 
 

@@ -56,7 +56,11 @@ def test_models_table_pools_seeds(study):
     assert [r.split(" | ")[2] for r in rows] == ["zero-shot", "LoRA", "LoRA"]  # by size, then setup
     lora = rows[1].split(" | ")
     assert lora[3] == "2" and lora[4] == "42.00 ± 2.83"  # two seeds: mean and standard deviation
-    assert lora[8] == "ref" and rows[2].split(" | ")[1] == "1.50B"
+    # Words: the answers' mean length over both seeds (9 and 10 words in 4 answers each), the references'
+    # (15 words in 4) in the note
+    assert lora[8] == "2.4" and rows[0].split(" | ")[8] == "1.0" and rows[2].split(" | ")[8] == "3.8"
+    assert "Words: the generated summaries' mean length in words (the references': 3.8)." in text
+    assert lora[9] == "ref" and rows[2].split(" | ")[1] == "1.50B"
     assert "**0.0003** of 0.0001 (2.500), 0.0003 (2.100), 0.001 (2.300) |" in rows[1]
     low, high = map(float, lora[5].strip("[]").split(", "))
     assert low <= high

@@ -173,8 +173,10 @@ def _learning_rate(row: Row, screens: dict) -> str:
     seed = full[0][2] if full else None
     own = [(r.flat.get("learning_rate"), r.data["validation"]["loss"]) for r in row.runs
            if r.flat.get("seed") == seed and (r.data.get("validation") or {}).get("loss") is not None]
-    if full:  # the second rung: the full-length runs, and this row's run of their seed
-        lengths = sorted([*own, *((lr, loss) for lr, loss, _ in full)])
+    if full:  # the second rung: the full-length runs, and this row's run of their seed (once per value:
+        # a lead retrained with a finalist's value repeats that value's full-length run, which counts, as
+        # in the sweep)
+        lengths = sorted({**dict(own), **{lr: loss for lr, loss, _ in full}}.items())
         cell += f"; full length (seed {seed}): " + _losses(lengths)
         best = min(lengths, key=lambda t: t[1])[0]
         return cell if best == chosen else cell + f"; lowest at full length: {best:g}"

@@ -115,6 +115,9 @@ def load_records(root: str | Path, warn=None) -> list[Record]:
     for path in sorted(root.rglob("results.json")):
         if path.parent.parent.name == "eval" and (path.parent.parent.parent / "config.yaml").is_file():
             continue  # EXP/eval/<name>/: a re-evaluation of a run (`llmhub evaluate`), not another run
+        if path.parent.parent.name == "screen" and (path.parent.parent.parent / "sweep.json").is_file():
+            continue  # SWEEP/screen/<name>/: a search's run, read by the sweep and the models table; also a
+            # lead kept as its value's full-length run, which has a test score but is not a row
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("mode") == "screen":

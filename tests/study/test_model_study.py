@@ -93,6 +93,20 @@ def test_a_second_rung_shows_full_length_losses_and_names_a_finalist_that_wins(s
             "0.001 (1.800); lowest at full length: 0.001 |") in row
     full.write_text(json.dumps({**json.loads(full.read_text()), "validation": {"loss": 2.0}}))
     assert "0.0003 (1.900), 0.001 (2.000) |" in model_study.table(load_records(study))  # the row's rate stands
+    # the lead retrained with the finalist's value (1e-3, the old lead kept as 3e-4's full-length run):
+    # each value once, the full-length runs' losses
+    full.write_text(json.dumps({**json.loads(full.read_text()), "validation": {"loss": 1.8}}))
+    fake(study, "llama2/study/screen/small_lora_learning_rate-0.0003_full", {}, pretrained_ckpt="small", method="lora",
+         learning_rate=3e-4, seed=42).write_text(lead.read_text())
+    lead.write_text(json.dumps({**json.loads(lead.read_text()), "validation": {"loss": 1.81}}))
+    retrained = json.loads(lead.read_text())
+    retrained["config"]["train"]["learning_rate"] = 1e-3
+    lead.write_text(json.dumps(retrained))
+    records = load_records(study)
+    row = next(line for line in model_study.table(records).splitlines() if "| small | " in line and "LoRA" in line)
+    assert "full length (seed 42): 0.0003 (1.900), 0.001 (1.800) |" in row
+    # the kept lead (mode finetune, a test score) is the search's, not a result of any table
+    assert not [r for r in records if "screen" in r.path.parts]
 
 
 def test_scaling_plot_is_drawn(study, tmp_path):

@@ -3,7 +3,6 @@ label positions equal to the full loss, gradient checkpointing with unchanged gr
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import pytest
 import torch

@@ -276,6 +276,8 @@ def fit(model, tokenizer, features: list[dict], family: str, cfg, checkpoint_dir
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # The ranks leave the process group together, here: otherwise a rank that exits while rank 0
         # still evaluates tears gloo's worker threads down at interpreter exit, and aborts (SIGABRT).
+        # The barrier first: no rank shuts its connections while another is still in a collective.
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     examples_seen = steps * t.batch_size * t.grad_accum * world_size
     tokens = real_tokens(features) * examples_seen / len(features)

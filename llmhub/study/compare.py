@@ -20,17 +20,24 @@ SELECTION_NOTE = (" Best (marked) = lowest validation loss, among runs that meas
                   "for every run and never used to choose.")
 
 
+def predictions(r: Record) -> list[dict] | None:
+    """A run's predictions.jsonl rows, read once per record, or None without a readable one."""
+    if not hasattr(r, "_predictions"):
+        path = r.path.parent / "predictions.jsonl"
+        r._predictions = None
+        if path.is_file():
+            try:
+                r._predictions = stats.read_predictions(path)
+            except HubError as e:
+                print(f"warning: no intervals for {r.path.parent}: {e}", file=sys.stderr)
+    return r._predictions
+
+
 def scores(r: Record) -> tuple[list[str], dict] | None:
     """(example ids, per-example scores) of a run's predictions.jsonl, or None without one."""
     if not hasattr(r, "_scores"):
-        path = r.path.parent / "predictions.jsonl"
-        r._scores = None
-        if path.is_file():
-            try:
-                rows = stats.read_predictions(path)
-                r._scores = [str(row["id"]) for row in rows], stats.example_scores(rows, r.kind)
-            except HubError as e:
-                print(f"warning: no intervals for {r.path.parent}: {e}", file=sys.stderr)
+        rows = predictions(r)
+        r._scores = ([str(row["id"]) for row in rows], stats.example_scores(rows, r.kind)) if rows is not None else None
     return r._scores
 
 

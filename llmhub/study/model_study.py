@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HubError
 from ..models import REGISTRY
 from . import compare, stats
 from .records import METHOD_LABEL, Record
@@ -88,9 +87,8 @@ class Row:
         (predictions.jsonl): a summary much shorter than its reference caps its recall, and so its ROUGE F1."""
         answers, references = [], []
         for r in self.runs:
-            try:
-                rows = stats.read_predictions(r.path.parent / "predictions.jsonl")
-            except (HubError, OSError):
+            rows = compare.predictions(r)
+            if rows is None:
                 return None
             answers += [len(row["prediction"].split()) for row in rows]
             references += [len(str(row["reference"]).split()) for row in rows]

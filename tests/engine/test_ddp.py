@@ -73,7 +73,8 @@ def launch_shipped(config: str, tiny_models, data_dir, tmp_path):
     marks.mkdir()
     out = tmp_path / "exp"
     env = {**os.environ, "DDP_TEST_MARKS": str(marks), "DDP_TEST_OUT": str(out),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "PYTHONFAULTHANDLER": "1"}  # a rank that aborts prints where each of its threads was
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs" / "accelerate" / config),
            "--main_process_port", str(_free_port()), str(entry),

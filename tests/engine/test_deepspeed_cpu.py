@@ -58,7 +58,7 @@ def _run(tmp_path, name, launcher, batch_size, tiny_models, data_dir, cwd):
     (folder / "entry.py").write_text(ENTRY)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(DDP_TEST_MARKS=str(marks), DDP_TEST_OUT=str(out), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
+               HF_HUB_OFFLINE="1", DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
     cmd = launcher + [str(folder / "save.py"), str(folder / "entry.py"),
                       str(ROOT / "llama2" / "llama2_classification.py"),
                       "--pretrained_ckpt", str(tiny_models["llama"]), "--method", "lora", "--data_dir", str(data_dir),
@@ -68,7 +68,7 @@ def _run(tmp_path, name, launcher, batch_size, tiny_models, data_dir, cwd):
                       "--max_source_length", "64", "--max_new_tokens", "4", "--eval_batch_size", "4",
                       "--logging_steps", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]
     return marks, out, proc
 
 

@@ -28,7 +28,8 @@ def _f(default, help: str, **kw):
 class ModelConfig:
     pretrained_ckpt: str = _f("google/flan-t5-large", "registry short name, hub id or local folder")
     family: str | None = _f(None, "seq2seq | causal | encoder; inferred from the model when unset")
-    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPUs and on CPUs where native bf16 matmuls measure faster than fp32, else fp32)")
+    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPUs and on CPUs where native bf16 matmuls measure faster than fp32, else fp32)",
+                          choices=("auto", "float32", "bfloat16", "float16"))
 
 
 @dataclass

@@ -80,6 +80,8 @@ def test_expand_rejects_bad_grids(tmp_path):
     ({"grid": {"lora_r": []}}, "grid key 'lora_r' has no values"),
     ({"grid": {"lora_r": 4}}, "grid key 'lora_r' must be a list of values"),
     ({"grdi": {"lora_r": [4]}}, "unknown grid file key(s) grdi; allowed:"),
+    ({"base": {"torch_dtype": "bf16"}, "grid": {"lora_r": [4]}},
+     "base: unknown torch_dtype 'bf16'; allowed: auto, float32, bfloat16, float16"),
 ])
 def test_bad_grid_is_one_line_and_nonzero(tmp_path, spec, message):
     proc = cli("sweep", str(write_grid(tmp_path / "g.yaml", spec)), "--output_root", str(tmp_path / "out"))
